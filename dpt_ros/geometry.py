@@ -1,0 +1,465 @@
+"""Camera geometry: the sensor_msgs/CameraInfo camera model, projection, back-projection.
+
+Conventions follow ROS and OpenCV: optical frame (z forward, x right, y down), pixel (0, 0) is
+the *centre* of the top-left pixel, and depth images hold z (not range) in metres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+DISTORTION_MODELS = ("none", "plumb_bob", "rational_polynomial", "equidistant")
+
+# Accepted coefficient counts per model. plumb_bob is (k1, k2, p1, p2[, k3]); rational_polynomial
+# is (k1, k2, p1, p2, k3, k4, k5, k6); equidistant (fisheye) is (k1, k2, k3, k4).
+_D_LENGTHS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
+
+# Aliases some drivers put in CameraInfo.distortion_model.
+_MODEL_ALIASES = {"": "none", "pinhole": "none", "fisheye": "equidistant", "kannala_brandt": (
+    "equidistant")}
+
+_NEWTON_ITERATIONS = 20
+_NEWTON_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True, eq=False)
+class CameraModel:
+    """A calibrated camera as in sensor_msgs/CameraInfo (K, D, distortion_model, width, height).
+
+    Arrays are copied, converted to float64 and made read-only; bad values raise ValueError.
+    Derived lookup tables (the per-pixel ray grid) are cached on the instance.
+    """
+
+    K: np.ndarray
+    D: np.ndarray
+    distortion_model: str
+    width: int
+    height: int
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        K = np.array(self.K, dtype=np.float64)
+        if K.shape == (9,):
+            K = K.reshape(3, 3)
+        if K.shape != (3, 3):
+            raise ValueError(f"camera K must be 3x3 (or 9 values), got shape {K.shape}")
+        if not np.all(np.isfinite(K)):
+            raise ValueError(f"camera K has non-finite values: {K.tolist()}")
+        if not np.any(K):
+            raise ValueError("camera K is all zeros: the camera is not calibrated")
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"camera focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
+        if abs(K[1, 0]) > 1e-9 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+            raise ValueError(f"camera K must be upper triangular with last row (0, 0, 1), got {K}")
+
+        model = str(self.distortion_model).strip().lower()
+        model = _MODEL_ALIASES.get(model, model)
+        if model not in DISTORTION_MODELS:
+            raise ValueError(
+                f"unknown distortion model {self.distortion_model!r}; "
+                f"expected one of {DISTORTION_MODELS} (or '' for none)"
+            )
+        D = np.array([] if self.D is None else self.D, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(D)):
+            raise ValueError(f"distortion coefficients D have non-finite values: {D.tolist()}")
+        if model == "none":
+            # Drivers often send D=[0]*5 with an empty model: harmless. Non-zero D is a mistake.
+            if np.any(D):
+                raise ValueError(f"distortion model 'none' needs D empty or all zero, got {D}")
+            D = np.zeros(0)
+        elif D.size not in _D_LENGTHS[model]:
+            raise ValueError(
+                f"distortion model {model!r} needs {' or '.join(map(str, _D_LENGTHS[model]))} "
+                f"coefficients in D, got {D.size}"
+            )
+        elif model == "plumb_bob" and D.size == 4:
+            D = np.append(D, 0.0)
+
+        width, height = int(self.width), int(self.height)
+        if width != self.width or height != self.height or width <= 0 or height <= 0:
+            raise ValueError(
+                f"camera width and height must be positive integers, got {self.width}x{self.height}"
+            )
+        K.setflags(write=False)
+        D.setflags(write=False)
+        object.__setattr__(self, "K", K)
+        object.__setattr__(self, "D", D)
+        object.__setattr__(self, "distortion_model", model)
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "height", height)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_camera_info(
+        cls,
+        k: Sequence[float],
+        d: Sequence[float],
+        distortion_model: str,
+        width: int,
+        height: int,
+    ) -> CameraModel:
+        """Build from CameraInfo fields passed as plain sequences (msg.k, msg.d, ...)."""
+        return cls(np.asarray(k, dtype=np.float64), np.asarray(d, dtype=np.float64),
+                   distortion_model, width, height)
+
+    @classmethod
+    def pinhole(
+        cls, fx: float, fy: float, cx: float, cy: float, width: int, height: int
+    ) -> CameraModel:
+        """An undistorted camera from its four intrinsics."""
+        K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        return cls(K, np.zeros(0), "none", width, height)
+
+    @classmethod
+    def from_fov(cls, width: int, height: int, horizontal_fov_deg: float) -> CameraModel:
+        """A centred, square-pixel pinhole camera with the given horizontal field of view.
+
+        For uncalibrated sources (webcams, videos) where only a rough geometry is needed.
+        """
+        if not 0.0 < horizontal_fov_deg < 180.0:
+            raise ValueError(f"horizontal_fov_deg must be in (0, 180), got {horizontal_fov_deg}")
+        f = 0.5 * width / np.tan(np.radians(horizontal_fov_deg) / 2.0)
+        return cls.pinhole(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+    def camera_info_fields(self) -> dict:
+        """CameraInfo fields (k, d, distortion_model, r, p, width, height) as plain lists.
+
+        The projection matrix P = [K | 0] and R = I describe a monocular unrectified camera.
+        """
+        p = np.zeros((3, 4))
+        p[:, :3] = self.K
+        return {
+            "k": self.K.reshape(-1).tolist(),
+            "d": self.D.tolist(),
+            "distortion_model": "plumb_bob" if self.distortion_model == "none" else (
+                self.distortion_model),
+            "r": np.eye(3).reshape(-1).tolist(),
+            "p": p.reshape(-1).tolist(),
+            "width": self.width,
+            "height": self.height,
+        }
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def fx(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K[1, 1])
+
+    @property
+    def cx(self) -> float:
+        return float(self.K[0, 2])
+
+    @property
+    def cy(self) -> float:
+        return float(self.K[1, 2])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.width, self.height
+
+    @property
+    def is_distorted(self) -> bool:
+        return self.distortion_model != "none" and bool(np.any(self.D))
+
+    # ------------------------------------------------------------------ resizing
+    def scaled(self, width: int, height: int) -> CameraModel:
+        """The same camera for an image resized to width x height.
+
+        Pixel centres map as u' = (u + 0.5) * sx - 0.5, so the principal point moves with the
+        half-pixel offset; distortion acts on normalised coordinates and is unchanged.
+        """
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"scaled size must be positive, got {width}x{height}")
+        sx, sy = width / self.width, height / self.height
+        K = self.K.copy()
+        K[0, 0] *= sx
+        K[0, 1] *= sx
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 1] *= sy
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return CameraModel(K, self.D, self.distortion_model, int(width), int(height))
+
+    # ------------------------------------------------------------------ distortion
+    def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
+        """Ideal normalised coordinates (x/z, y/z) -> distorted normalised coordinates."""
+        xy = np.asarray(xy, dtype=np.float64)
+        if not self.is_distorted:
+            return xy.copy()
+        x, y = xy[..., 0], xy[..., 1]
+        if self.distortion_model == "equidistant":
+            r = np.hypot(x, y)
+            theta = np.arctan(r)
+            theta_d = theta * _equidistant_poly(theta * theta, self.D)
+            ratio = np.where(r > 1e-12, theta_d / np.maximum(r, 1e-12), 1.0)
+            return np.stack([x * ratio, y * ratio], axis=-1)
+        k1, k2, p1, p2, k3 = self.D[:5]
+        r2 = x * x + y * y
+        radial = _radial_factor(r2, self.D)
+        xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
+        yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
+        return np.stack([xd, yd], axis=-1)
+
+    def undistort_normalized(self, xy_distorted: np.ndarray) -> np.ndarray:
+        """Distorted normalised coordinates -> ideal ones (Newton iterations, vectorised).
+
+        Points where the iteration does not converge (outside the model's valid range) are NaN.
+        """
+        xyd = np.asarray(xy_distorted, dtype=np.float64)
+        if not self.is_distorted:
+            return xyd.copy()
+        flat = xyd.reshape(-1, 2)
+        if self.distortion_model == "equidistant":
+            out = self._undistort_equidistant(flat)
+        else:
+            out = self._undistort_brown(flat)
+        return out.reshape(xyd.shape)
+
+    def _undistort_equidistant(self, xyd: np.ndarray) -> np.ndarray:
+        theta_d = np.hypot(xyd[:, 0], xyd[:, 1])
+        theta = theta_d.copy()
+        k1, k2, k3, k4 = self.D
+        for _ in range(_NEWTON_ITERATIONS):
+            t2 = theta * theta
+            f = theta * _equidistant_poly(t2, self.D) - theta_d
+            df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+            step = f / np.where(np.abs(df) > 1e-12, df, 1e-12)
+            theta = theta - step
+            if np.all(np.abs(step) < _NEWTON_TOLERANCE):
+                break
+        bad = ~np.isfinite(theta) | (theta < 0) | (theta >= np.pi / 2)
+        converged = np.abs(theta * _equidistant_poly(theta * theta, self.D) - theta_d) < 1e-9
+        scale = np.where(theta_d > 1e-12, np.tan(theta) / np.maximum(theta_d, 1e-12), 1.0)
+        out = xyd * scale[:, None]
+        out[bad | ~converged] = np.nan
+        return out
+
+    def _undistort_brown(self, xyd: np.ndarray) -> np.ndarray:
+        k1, k2, p1, p2, k3 = self.D[:5]
+        xd, yd = xyd[:, 0], xyd[:, 1]
+        x, y = xd.copy(), yd.copy()
+        for _ in range(_NEWTON_ITERATIONS):
+            r2 = x * x + y * y
+            radial = _radial_factor(r2, self.D)
+            dradial = _radial_factor_derivative(r2, self.D)
+            fx = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) - xd
+            fy = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y - yd
+            j00 = radial + 2.0 * x * x * dradial + 2.0 * p1 * y + 6.0 * p2 * x
+            j01 = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
+            j10 = 2.0 * x * y * dradial + 2.0 * p1 * x + 2.0 * p2 * y
+            j11 = radial + 2.0 * y * y * dradial + 6.0 * p1 * y + 2.0 * p2 * x
+            det = j00 * j11 - j01 * j10
+            det = np.where(np.abs(det) > 1e-12, det, 1e-12)
+            dx = (j11 * fx - j01 * fy) / det
+            dy = (j00 * fy - j10 * fx) / det
+            x, y = x - dx, y - dy
+            if np.all(np.abs(dx) + np.abs(dy) < _NEWTON_TOLERANCE):
+                break
+        out = np.stack([x, y], axis=-1)
+        # A solution is only accepted where the forward model is monotonic there (the
+        # fold-back region of a radial polynomial also "solves" the equation).
+        residual = np.abs(self.distort_normalized(out) - xyd).max(axis=1)
+        r2 = x * x + y * y
+        bad = ~(residual < 1e-9) | (r2 > self._max_valid_r2)
+        out[bad] = np.nan
+        return out
+
+    @cached_property
+    def _max_valid_r2(self) -> float:
+        """Largest squared ideal radius up to which the distortion model is monotonic.
+
+        Past it the polynomial folds back and far-off-axis points would land inside the image.
+        """
+        if not self.is_distorted:
+            return np.inf
+        r = np.linspace(0.0, 10.0, 20001)[1:]
+        if self.distortion_model == "equidistant":
+            theta = np.arctan(r)
+            rd = theta * _equidistant_poly(theta * theta, self.D)
+        else:
+            rd = r * _radial_factor(r * r, self.D)
+        falling = np.nonzero(np.diff(rd) <= 0)[0]
+        return float(r[falling[0]] ** 2) if falling.size else np.inf
+
+    # ------------------------------------------------------------------ pixels <-> rays
+    def pixels_to_normalized(self, uv: np.ndarray) -> np.ndarray:
+        """Pixel coordinates -> distorted normalised coordinates (inverse of K only)."""
+        uv = np.asarray(uv, dtype=np.float64)
+        y = (uv[..., 1] - self.cy) / self.fy
+        x = (uv[..., 0] - self.cx - self.K[0, 1] * y) / self.fx
+        return np.stack([x, y], axis=-1)
+
+    def normalized_to_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Distorted normalised coordinates -> pixel coordinates (K only)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        u = self.fx * xy[..., 0] + self.K[0, 1] * xy[..., 1] + self.cx
+        v = self.fy * xy[..., 1] + self.cy
+        return np.stack([u, v], axis=-1)
+
+    def undistort_pixels(self, uv: np.ndarray) -> np.ndarray:
+        """Pixels (..., 2) -> ideal normalised rays (x/z, y/z) (..., 2); NaN where not invertible."""
+        uv = _as_points(uv, 2, "uv")
+        return self.undistort_normalized(self.pixels_to_normalized(uv))
+
+    def project(
+        self, points_cam: np.ndarray, min_depth: float = 1e-6
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Project Nx3 camera-frame points to pixels.
+
+        Returns (uv Nx2 float64, valid N bool). valid: finite, z > min_depth, inside the model's
+        monotonic distortion range and inside the image ([-0.5, width - 0.5) x [-0.5, height - 0.5)).
+        """
+        pts = _as_points(points_cam, 3, "points_cam")
+        z = pts[:, 2]
+        valid = np.isfinite(pts).all(axis=1) & (z > min_depth)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xy = pts[:, :2] / np.where(valid, z, 1.0)[:, None]
+        if self.is_distorted:
+            valid &= (xy * xy).sum(axis=1) < self._max_valid_r2
+            xy = self.distort_normalized(xy)
+        uv = self.normalized_to_pixels(xy)
+        valid &= (
+            (uv[:, 0] >= -0.5)
+            & (uv[:, 0] < self.width - 0.5)
+            & (uv[:, 1] >= -0.5)
+            & (uv[:, 1] < self.height - 0.5)
+        )
+        return uv, valid
+
+    @property
+    def ray_grid(self) -> np.ndarray:
+        """(height, width, 3) float32 rays (x/z, y/z, 1) through every pixel centre (cached).
+
+        NaN where the distortion model has no inverse. Multiply by a z-depth image to get points.
+        """
+        grid = self._cache.get("ray_grid")
+        if grid is None:
+            u, v = np.meshgrid(np.arange(self.width, dtype=np.float64),
+                               np.arange(self.height, dtype=np.float64))
+            xy = self.undistort_pixels(np.stack([u.ravel(), v.ravel()], axis=1))
+            grid = np.empty((self.height, self.width, 3), dtype=np.float32)
+            grid[..., :2] = xy.reshape(self.height, self.width, 2)
+            grid[..., 2] = 1.0
+            grid.setflags(write=False)
+            self._cache["ray_grid"] = grid
+        return grid
+
+
+def backproject_depth(
+    depth: np.ndarray,
+    camera: CameraModel,
+    min_depth: float = 0.0,
+    max_depth: float = np.inf,
+) -> np.ndarray:
+    """z-depth image (H, W) in metres -> (H, W, 3) float32 camera-frame points.
+
+    Pixels whose depth is not finite or outside (min_depth, max_depth] are NaN. Distorted cameras
+    use the undistorted ray of each pixel.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be a 2-D (H, W) image, got shape {depth.shape}")
+    if depth.shape != (camera.height, camera.width):
+        raise ValueError(
+            f"depth image is {depth.shape[1]}x{depth.shape[0]} but the camera is "
+            f"{camera.width}x{camera.height}; use camera.scaled(width, height)"
+        )
+    d = depth.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(d) & (d > min_depth) & (d <= max_depth)
+    d = np.where(ok, d, np.float32(np.nan))
+    return camera.ray_grid * d[..., None]
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 rigid transform to Nx3 points (extra columns are ignored)."""
+    T = as_transform(T)
+    pts = _as_points(points, 3, "points", allow_extra_columns=True)[:, :3]
+    return pts @ T[:3, :3].T + T[:3, 3]
+
+
+def as_transform(T: np.ndarray) -> np.ndarray:
+    """Validate a 4x4 homogeneous rigid transform and return it as float64."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise ValueError(f"transform must be 4x4, got shape {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise ValueError("transform has non-finite values")
+    if not np.allclose(T[3], (0.0, 0.0, 0.0, 1.0)):
+        raise ValueError(f"transform's last row must be (0, 0, 0, 1), got {T[3].tolist()}")
+    R = T[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-5) or np.linalg.det(R) < 0:
+        raise ValueError("transform's 3x3 block is not a rotation matrix")
+    return T
+
+
+def transform_from_quaternion(
+    translation: Sequence[float], quaternion_xyzw: Sequence[float]
+) -> np.ndarray:
+    """4x4 transform from a translation and a unit quaternion (x, y, z, w), as in tf2."""
+    q = np.asarray(quaternion_xyzw, dtype=np.float64).reshape(-1)
+    t = np.asarray(translation, dtype=np.float64).reshape(-1)
+    if q.shape != (4,) or t.shape != (3,):
+        raise ValueError(
+            f"need a 3-vector translation and an (x, y, z, w) quaternion, got {t.shape}, {q.shape}"
+        )
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"quaternion {q.tolist()} has zero or non-finite norm")
+    x, y, z, w = q / norm
+    T = np.eye(4)
+    T[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ]
+    T[:3, 3] = t
+    return T
+
+
+def _radial_factor(r2: np.ndarray, D: np.ndarray) -> np.ndarray:
+    k1, k2, p1, p2, k3 = D[:5]
+    num = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    if D.size < 8:
+        return num
+    k4, k5, k6 = D[5:8]
+    return num / (1.0 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+
+
+def _radial_factor_derivative(r2: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """d(radial factor) / d(r^2)."""
+    k1, k2, p1, p2, k3 = D[:5]
+    num = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dnum = k1 + r2 * (2.0 * k2 + r2 * 3.0 * k3)
+    if D.size < 8:
+        return dnum
+    k4, k5, k6 = D[5:8]
+    den = 1.0 + r2 * (k4 + r2 * (k5 + r2 * k6))
+    dden = k4 + r2 * (2.0 * k5 + r2 * 3.0 * k6)
+    return (dnum * den - num * dden) / (den * den)
+
+
+def _equidistant_poly(t2: np.ndarray, D: np.ndarray) -> np.ndarray:
+    k1, k2, k3, k4 = D
+    return 1.0 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))
+
+
+def _as_points(
+    points: np.ndarray, columns: int, name: str, allow_extra_columns: bool = False
+) -> np.ndarray:
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim == 1 and arr.size == columns:
+        arr = arr.reshape(1, columns)
+    ok = arr.ndim == 2 and (arr.shape[1] >= columns if allow_extra_columns
+                            else arr.shape[1] == columns)
+    if not ok:
+        want = f"Nx{columns}" + (" or wider" if allow_extra_columns else "")
+        raise ValueError(f"{name} must be an {want} array, got shape {arr.shape}")
+    return arr
