@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 import cv2
 import numpy as np
 
-from dpt_ros.geometry import CameraModel, as_transform, transform_points
+from dpt_ros.geometry import CameraModel, as_transform, point_columns, transform_row
 
 METHODS = ("lstsq", "ransac")
 REFINEMENTS = ("none", "huber", "tukey")
@@ -30,14 +30,16 @@ PRED_SEMANTICS = ("relative_inverse_depth", "metric_depth")
 _HUBER_K = 1.345
 _TUKEY_C = 4.685
 _MAD_TO_SIGMA = 1.4826
-_HYPOTHESES_PER_BATCH = 64
+_HYPOTHESES_PER_BATCH = 32
 _LOCAL_OPTIMISATION_STEPS = 2
+# IRLS iterations before the last run on about this many points (the last uses all inliers).
+_IRLS_SUBSET = 8192
 
 
-def _param(default, description: str, *, range=None, choices=None):  # noqa: A002
+def _param(default, description: str, *, bounds=None, choices=None):
     meta = {"description": description}
-    if range is not None:
-        meta["range"] = range
+    if bounds is not None:
+        meta["range"] = bounds
     if choices is not None:
         meta["choices"] = choices
     return field(default=default, metadata=meta)
@@ -49,57 +51,81 @@ class AlignConfig:
     "choices") so front ends can declare them as run-time parameters."""
 
     method: str = _param(
-        "ransac", "scale-shift estimator: 'ransac' (robust) or 'lstsq' (MiDaS baseline)",
-        choices=METHODS)
+        "ransac",
+        "scale-shift estimator: 'ransac' (robust) or 'lstsq' (MiDaS baseline)",
+        choices=METHODS,
+    )
     refine: str = _param(
-        "huber", "robust IRLS refinement on the inliers: 'none', 'huber' or 'tukey'",
-        choices=REFINEMENTS)
+        "huber",
+        "robust IRLS refinement on the inliers: 'none', 'huber' or 'tukey'",
+        choices=REFINEMENTS,
+    )
     scale_only: bool = _param(
-        False, "fit scale only (shift fixed at 0), for models that already output metres")
+        False, "fit scale only (shift fixed at 0), for models that already output metres"
+    )
     residual_threshold: float = _param(
-        0.1, "inlier threshold on the relative depth residual |(s*p+t)*d - 1|",
-        range=(1e-4, 1.0))
+        0.1, "inlier threshold on the relative depth residual |(s*p+t)*d - 1|", bounds=(1e-4, 1.0)
+    )
     min_inliers: int = _param(
-        20, "fewest inliers for a robust fit to be accepted", range=(2, 10_000_000))
+        20, "fewest inliers for a robust fit to be accepted", bounds=(2, 10_000_000)
+    )
     min_inlier_ratio: float = _param(
-        0.3, "smallest inlier share of the valid LiDAR points for a robust fit to be accepted",
-        range=(0.0, 1.0))
+        0.3,
+        "smallest inlier share of the valid LiDAR points for a robust fit to be accepted",
+        bounds=(0.0, 1.0),
+    )
     max_iterations: int = _param(
-        200, "upper bound on RANSAC hypotheses (the adaptive count usually stops earlier)",
-        range=(1, 100_000))
+        200,
+        "upper bound on RANSAC hypotheses (the adaptive count usually stops earlier)",
+        bounds=(1, 100_000),
+    )
     confidence: float = _param(
-        0.999, "RANSAC confidence of having drawn one all-inlier minimal set",
-        range=(0.5, 0.999999))
+        0.999,
+        "RANSAC confidence of having drawn one all-inlier minimal set",
+        bounds=(0.5, 0.999999),
+    )
     sample_size: int = _param(
-        2000, "LiDAR points (random subsample) used to score RANSAC hypotheses",
-        range=(16, 10_000_000))
-    refine_iterations: int = _param(
-        4, "IRLS iterations of the robust refinement", range=(0, 100))
+        2000,
+        "LiDAR points (random subsample) used to score RANSAC hypotheses",
+        bounds=(16, 10_000_000),
+    )
+    refine_iterations: int = _param(3, "IRLS iterations of the robust refinement", bounds=(0, 100))
     seed: int = _param(
-        0, "random seed of RANSAC sampling; -1 draws a fresh seed every fit",
-        range=(-1, 2**31 - 1))
+        0, "random seed of RANSAC sampling; -1 draws a fresh seed every fit", bounds=(-1, 2**31 - 1)
+    )
     min_depth: float = _param(
-        0.1, "LiDAR and output depths below this (metres) are ignored / NaN", range=(0.0, 1e6))
+        0.1, "LiDAR and output depths below this (metres) are ignored / NaN", bounds=(0.0, 1e6)
+    )
     max_depth: float = _param(
-        200.0, "LiDAR and output depths above this (metres) are ignored / NaN", range=(0.0, 1e6))
+        200.0, "LiDAR and output depths above this (metres) are ignored / NaN", bounds=(0.0, 1e6)
+    )
     zbuffer_window: int = _param(
-        5, "odd pixel window of the LiDAR occlusion (z-buffer) test; 0 disables it",
-        range=(0, 99))
+        5, "odd pixel window of the LiDAR occlusion (z-buffer) test; 0 disables it", bounds=(0, 99)
+    )
     zbuffer_margin: float = _param(
-        0.1, "a LiDAR point is occluded if farther than the window's nearest by this fraction",
-        range=(0.0, 10.0))
+        0.1,
+        "a LiDAR point is occluded if farther than the window's nearest by this fraction",
+        bounds=(0.0, 10.0),
+    )
     smoothing: float = _param(
-        0.5, "share of the previous scale/shift kept when a new fit arrives (0 = no smoothing)",
-        range=(0.0, 0.99))
+        0.5,
+        "share of the previous scale/shift kept when a new fit arrives (0 = no smoothing)",
+        bounds=(0.0, 0.99),
+    )
     gate: float = _param(
-        0.3, "largest relative change of depth between consecutive fits; larger jumps are "
-        "rejected (0 disables the gate)", range=(0.0, 100.0))
+        0.3,
+        "largest relative change of depth between consecutive fits; larger jumps are "
+        "rejected (0 disables the gate)",
+        bounds=(0.0, 100.0),
+    )
     gate_max_rejections: int = _param(
-        3, "consecutive rejected jumps after which the filter accepts the new fit",
-        range=(0, 1000))
+        3, "consecutive rejected jumps after which the filter accepts the new fit", bounds=(0, 1000)
+    )
     hold_time: float = _param(
-        1.0, "seconds the last good fit is reused when LiDAR is missing or the fit fails",
-        range=(0.0, 3600.0))
+        1.0,
+        "seconds the last good fit is reused when LiDAR is missing or the fit fails",
+        bounds=(0.0, 3600.0),
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,19 +137,20 @@ class AlignConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                     raise ValueError(f"align.{f.name} must be a number, got {value!r}")
                 object.__setattr__(self, f.name, float(value))
-            elif f.type in ("bool", bool):
-                if not isinstance(value, (bool, np.bool_)):
-                    raise ValueError(f"align.{f.name} must be true or false, got {value!r}")
+            elif f.type in ("bool", bool) and not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"align.{f.name} must be true or false, got {value!r}")
             if "choices" in f.metadata and value not in f.metadata["choices"]:
                 raise ValueError(
-                    f"align.{f.name} must be one of {f.metadata['choices']}, got {value!r}")
+                    f"align.{f.name} must be one of {f.metadata['choices']}, got {value!r}"
+                )
             if "range" in f.metadata:
                 lo, hi = f.metadata["range"]
                 if not (lo <= value <= hi):
                     raise ValueError(f"align.{f.name} must be in [{lo}, {hi}], got {value!r}")
         if self.min_depth >= self.max_depth:
             raise ValueError(
-                f"align.min_depth ({self.min_depth}) must be below max_depth ({self.max_depth})")
+                f"align.min_depth ({self.min_depth}) must be below max_depth ({self.max_depth})"
+            )
         if self.zbuffer_window and self.zbuffer_window % 2 == 0:
             raise ValueError(f"align.zbuffer_window must be odd or 0, got {self.zbuffer_window}")
 
@@ -138,9 +165,19 @@ class AlignConfig:
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments of fit_scale_shift taken from this config."""
-        names = ("refine", "scale_only", "residual_threshold", "min_inliers", "min_inlier_ratio",
-                 "max_iterations", "confidence", "sample_size", "refine_iterations",
-                 "min_depth", "max_depth")
+        names = (
+            "refine",
+            "scale_only",
+            "residual_threshold",
+            "min_inliers",
+            "min_inlier_ratio",
+            "max_iterations",
+            "confidence",
+            "sample_size",
+            "refine_iterations",
+            "min_depth",
+            "max_depth",
+        )
         kwargs = {name: getattr(self, name) for name in names}
         kwargs["method"] = self.method
         kwargs["seed"] = None if self.seed < 0 else self.seed
@@ -204,13 +241,21 @@ def project_lidar(
     if not min_depth < max_depth:
         raise ValueError(f"min_depth ({min_depth}) must be below max_depth ({max_depth})")
     T = as_transform(T_cam_lidar)
-    pts_cam = transform_points(T, points)
-    n_input = pts_cam.shape[0]
+    x, y, z = point_columns(points)
+    n_input = int(x.size)
+    # Depth first: most of a 360-degree scan is behind the camera and needs nothing more.
+    z_cam = transform_row(T, 2, x, y, z)
+    ahead = np.flatnonzero((z_cam > max(min_depth, 1e-6)) & (z_cam <= max_depth))
+    xa, ya, za = x.take(ahead), y.take(ahead), z.take(ahead)
+    pts_cam = np.empty((ahead.size, 3))
+    transform_row(T, 0, xa, ya, za, out=pts_cam[:, 0])
+    transform_row(T, 1, xa, ya, za, out=pts_cam[:, 1])
+    pts_cam[:, 2] = z_cam.take(ahead)
     uv, valid = camera.project(pts_cam, min_depth=max(min_depth, 1e-6))
-    valid &= pts_cam[:, 2] <= max_depth
-    index = np.flatnonzero(valid)
-    uv = uv[index]
-    depth = pts_cam[index, 2]
+    keep = np.flatnonzero(valid)
+    index = ahead.take(keep)
+    uv = uv.take(keep, axis=0)
+    depth = pts_cam[:, 2].take(keep)
     cols = np.floor(uv[:, 0] + 0.5).astype(np.intp)
     rows = np.floor(uv[:, 1] + 0.5).astype(np.intp)
     n_in_view = int(index.size)
@@ -228,8 +273,14 @@ def project_lidar(
         uv, rows, cols, depth, index = uv[keep], rows[keep], cols[keep], depth[keep], index[keep]
 
     return LidarProjection(
-        uv=uv, rows=rows, cols=cols, depth=depth, index=index,
-        image_size=(camera.width, camera.height), n_input=n_input, n_in_view=n_in_view,
+        uv=uv,
+        rows=rows,
+        cols=cols,
+        depth=depth,
+        index=index,
+        image_size=(camera.width, camera.height),
+        n_input=n_input,
+        n_in_view=n_in_view,
     )
 
 
@@ -288,7 +339,7 @@ def fit_scale_shift(
     max_iterations: int = 200,
     confidence: float = 0.999,
     sample_size: int = 2000,
-    refine_iterations: int = 4,
+    refine_iterations: int = 3,
     seed: int | None | np.random.Generator = 0,
     min_depth: float = 0.1,
     max_depth: float = np.inf,
@@ -307,28 +358,79 @@ def fit_scale_shift(
     weight are ignored. Degenerate data gives ``ok=False`` and a reason, never an exception.
     """
     p_in, d_in, w_in = _check_fit_arguments(
-        pred, target_depth, weights, method, refine, pred_semantics, residual_threshold,
-        min_inliers, min_inlier_ratio, max_iterations, confidence, sample_size,
-        refine_iterations, min_depth, max_depth)
+        pred,
+        target_depth,
+        weights,
+        method,
+        refine,
+        pred_semantics,
+        residual_threshold,
+        min_inliers,
+        min_inlier_ratio,
+        max_iterations,
+        confidence,
+        sample_size,
+        refine_iterations,
+        min_depth,
+        max_depth,
+    )
     robust = method == "ransac" or refine != "none"
-    meta = {"method": method if refine == "none" else f"{method}+{refine}",
-            "pred_semantics": pred_semantics}
-    inliers = np.zeros(p_in.size, dtype=bool)
+    meta = {
+        "method": method if refine == "none" else f"{method}+{refine}",
+        "pred_semantics": pred_semantics,
+    }
     try:
         with np.errstate(all="ignore"):
-            return _fit(p_in, d_in, w_in, inliers, method, refine, robust, scale_only,
-                        residual_threshold, min_inliers, min_inlier_ratio, max_iterations,
-                        confidence, sample_size, refine_iterations, seed, min_depth, max_depth,
-                        pred_semantics, meta)
+            return _fit(
+                p_in,
+                d_in,
+                w_in,
+                method,
+                refine,
+                robust,
+                scale_only,
+                residual_threshold,
+                min_inliers,
+                min_inlier_ratio,
+                max_iterations,
+                confidence,
+                sample_size,
+                refine_iterations,
+                seed,
+                min_depth,
+                max_depth,
+                pred_semantics,
+                meta,
+            )
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
         # Bad arguments were rejected above, so whatever surfaces here is numerical.
-        return ScaleShiftFit(math.nan, math.nan, inliers, False, f"numerical failure: {exc}",
-                             **meta)
+        return ScaleShiftFit(
+            math.nan,
+            math.nan,
+            np.zeros(p_in.size, dtype=bool),
+            False,
+            f"numerical failure: {exc}",
+            **meta,
+        )
 
 
-def _check_fit_arguments(pred, target_depth, weights, method, refine, pred_semantics,
-                         residual_threshold, min_inliers, min_inlier_ratio, max_iterations,
-                         confidence, sample_size, refine_iterations, min_depth, max_depth):
+def _check_fit_arguments(
+    pred,
+    target_depth,
+    weights,
+    method,
+    refine,
+    pred_semantics,
+    residual_threshold,
+    min_inliers,
+    min_inlier_ratio,
+    max_iterations,
+    confidence,
+    sample_size,
+    refine_iterations,
+    min_depth,
+    max_depth,
+):
     p = _as_float_vector(pred, "pred")
     d = _as_float_vector(target_depth, "target_depth")
     if p.shape != d.shape:
@@ -345,7 +447,7 @@ def _check_fit_arguments(pred, target_depth, weights, method, refine, pred_seman
     if pred_semantics not in PRED_SEMANTICS:
         raise ValueError(f"unknown pred_semantics {pred_semantics!r}; expected {PRED_SEMANTICS}")
     checks = (
-        ("residual_threshold", residual_threshold, 0.0 < residual_threshold),
+        ("residual_threshold", residual_threshold, residual_threshold > 0.0),
         ("min_inliers", min_inliers, min_inliers >= 1),
         ("min_inlier_ratio", min_inlier_ratio, 0.0 <= min_inlier_ratio <= 1.0),
         ("max_iterations", max_iterations, max_iterations >= 1),
@@ -370,126 +472,220 @@ def _as_float_vector(values, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def _fit(p_in, d_in, w_in, inliers, method, refine, robust, scale_only, threshold, min_inliers,
-         min_inlier_ratio, max_iterations, confidence, sample_size, refine_iterations, seed,
-         min_depth, max_depth, pred_semantics, meta) -> ScaleShiftFit:
-    def fail(reason: str, n_points: int = 0, scale=math.nan, shift=math.nan, **extra):
-        return ScaleShiftFit(float(scale), float(shift), inliers, False, reason,
-                             n_points=n_points, **meta, **extra)
+def _fit(
+    p_in,
+    d_in,
+    w_in,
+    method,
+    refine,
+    robust,
+    scale_only,
+    threshold,
+    min_inliers,
+    min_inlier_ratio,
+    max_iterations,
+    confidence,
+    sample_size,
+    refine_iterations,
+    seed,
+    min_depth,
+    max_depth,
+    pred_semantics,
+    meta,
+) -> ScaleShiftFit:
+    n_total = p_in.size
 
-    if p_in.size == 0:
+    def fail(
+        reason: str, n_points: int = 0, scale=math.nan, shift=math.nan, inliers=None, **extra
+    ) -> ScaleShiftFit:
+        mask = np.zeros(n_total, dtype=bool) if inliers is None else inliers
+        return ScaleShiftFit(
+            float(scale), float(shift), mask, False, reason, n_points=n_points, **meta, **extra
+        )
+
+    if n_total == 0:
         return fail("no LiDAR points")
     if pred_semantics == "metric_depth":
         p_in = np.where(p_in > 0, 1.0 / p_in, np.nan)
-    valid = np.isfinite(p_in) & np.isfinite(d_in) & (d_in > min_depth) & (d_in <= max_depth)
+    valid = np.isfinite(p_in)
+    valid &= d_in > min_depth
+    valid &= (d_in <= max_depth) if math.isfinite(max_depth) else (d_in < math.inf)
     if w_in is not None:
-        valid &= np.isfinite(w_in) & (w_in > 0)
-    index = np.flatnonzero(valid)
-    n = int(index.size)
+        valid &= (w_in > 0) & (w_in < math.inf)
+    # The common case (all points usable) skips three copies of every array.
+    index = None if valid.all() else np.flatnonzero(valid)
+    if index is None:
+        p, d, w = p_in, d_in, w_in
+    else:
+        p, d = p_in.take(index), d_in.take(index)
+        w = None if w_in is None else w_in.take(index)
+    n = int(p.size)
     needed = max(2, min_inliers) if robust else 2
     if n < needed:
         return fail(
-            f"too few valid LiDAR points: {n} of {p_in.size} (need {needed}; points need finite "
-            f"values and a depth in ({min_depth}, {max_depth}] m)", n)
-    p = p_in[index]
-    d = d_in[index]
-    w = None if w_in is None else w_in[index]
-    q = 1.0 / d
+            f"too few valid LiDAR points: {n} of {n_total} (need {needed}; points need finite "
+            f"values and a depth in ({min_depth}, {max_depth}] m)",
+            n,
+        )
 
-    p_scale = float(np.max(np.abs(p)))
+    p_lo, p_hi = float(p.min()), float(p.max())
+    d_lo, d_hi = float(d.min()), float(d.max())
+    p_scale = max(abs(p_lo), abs(p_hi))
     if scale_only:
         if p_scale <= 0:
             return fail("prediction is zero at every LiDAR point; scale is unobservable", n)
     else:
-        if float(np.ptp(p)) <= 1e-9 * max(p_scale, 1e-30):
+        if p_hi - p_lo <= 1e-9 * p_scale:
             return fail("prediction is constant at the LiDAR points; scale is unobservable", n)
-        if float(np.ptp(q)) <= 1e-9 * float(np.max(q)):
+        if d_hi - d_lo <= 1e-9 * d_hi:
             return fail("all LiDAR points are at one depth; scale and shift are not separable", n)
 
     iterations = 0
+    support = (p_lo, p_hi)
     if method == "lstsq":
-        scale, shift = _weighted_affine(p, q, w, scale_only)
+        scale, shift = _solve_inverse_depth(p, d, w, scale_only)
     else:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        found = _ransac(p, q, d, rng, scale_only, threshold, max_iterations, confidence,
-                        sample_size)
+        found = _ransac(p, d, rng, scale_only, threshold, max_iterations, confidence, sample_size)
         if found is None:
             return fail("RANSAC found no hypothesis with a positive scale", n)
-        scale, shift, iterations = found
-        # Local optimisation: least squares on the consensus set, then re-select it.
-        for _ in range(_LOCAL_OPTIMISATION_STEPS):
-            mask = _relative_residual(p, d, scale, shift) < threshold
-            if np.count_nonzero(mask) < 2:
-                break
-            rel_w = d[mask] ** 2 if w is None else w[mask] * d[mask] ** 2
-            scale, shift = _weighted_affine(p[mask], q[mask], rel_w, scale_only)
+        scale, shift, iterations, support = found
 
-    if refine != "none" and refine_iterations > 0 and math.isfinite(scale):
-        scale, shift = _irls(p, d, q, w, scale, shift, refine, refine_iterations, threshold,
-                             scale_only)
+    use_irls = refine != "none" and refine_iterations > 0
+    if use_irls or method == "ransac":
+        # IRLS, or for plain RANSAC a few least-squares passes ("local optimisation"), on the
+        # consensus set of the current estimate.
+        for _ in range(1 if use_irls else _LOCAL_OPTIMISATION_STEPS):
+            # flatnonzero + take: boolean indexing of a random mask is several times slower.
+            take = np.flatnonzero(_relative_residual(p, d, scale, shift) < threshold)
+            if take.size < 2 or not math.isfinite(scale):
+                break
+            p_m, d_m = p.take(take), d.take(take)
+            w_m = None if w is None else w.take(take)
+            if use_irls:
+                scale, shift = _irls(
+                    p_m,
+                    d_m,
+                    p_m * d_m,
+                    w_m,
+                    scale,
+                    shift,
+                    refine,
+                    refine_iterations,
+                    threshold,
+                    scale_only,
+                )
+            else:
+                scale, shift = _solve_relative(d_m, p_m * d_m, w_m, scale_only)
 
     if not (math.isfinite(scale) and math.isfinite(shift)):
         return fail("fit is not finite", n)
     residual = _relative_residual(p, d, scale, shift)
     mask = residual < threshold
     n_inliers = int(np.count_nonzero(mask))
-    inliers[index[mask]] = True
-    stats = {"n_inliers": n_inliers, "iterations": iterations}
+    if index is None:
+        inliers = mask
+    else:
+        inliers = np.zeros(n_total, dtype=bool)
+        inliers[index[mask]] = True
+    stats = {"n_inliers": n_inliers, "iterations": iterations, "pred_range": support}
     if n_inliers:
-        r_in = residual[mask]
-        stats.update(
-            residual_rms=float(np.sqrt(np.mean(r_in * r_in))),
-            residual_mean_abs=float(np.mean(r_in)),
-            pred_range=(float(np.min(p[mask])), float(np.max(p[mask]))),
-        )
+        residual *= mask  # outliers' residuals to 0, in place
+        stats["residual_rms"] = math.sqrt(_dot(residual, residual) / n_inliers)
+        stats["residual_mean_abs"] = float(residual.sum()) / n_inliers
     if scale <= 0:
-        return fail(f"non-positive scale {scale:.4g}: prediction and LiDAR disagree", n,
-                    scale, shift, **stats)
+        return fail(
+            f"non-positive scale {scale:.4g}: prediction and LiDAR disagree",
+            n,
+            scale,
+            shift,
+            inliers,
+            **stats,
+        )
     if robust:
         if n_inliers < min_inliers:
-            return fail(f"only {n_inliers} inliers (need {min_inliers})", n, scale, shift,
-                        **stats)
+            return fail(
+                f"only {n_inliers} inliers (need {min_inliers})", n, scale, shift, inliers, **stats
+            )
         if n_inliers < min_inlier_ratio * n:
-            return fail(f"inlier ratio {n_inliers / n:.2f} below {min_inlier_ratio:.2f}", n,
-                        scale, shift, **stats)
-    return ScaleShiftFit(float(scale), float(shift), inliers, True, "ok", n_points=n, **meta,
-                         **stats)
+            return fail(
+                f"inlier ratio {n_inliers / n:.2f} below {min_inlier_ratio:.2f}",
+                n,
+                scale,
+                shift,
+                inliers,
+                **stats,
+            )
+    return ScaleShiftFit(
+        float(scale), float(shift), inliers, True, "ok", n_points=n, **meta, **stats
+    )
 
 
-def _relative_residual(p, d, scale, shift) -> np.ndarray:
+# The helpers below keep at most one large temporary alive at a time: two live 100k-point
+# temporaries make glibc return and re-fault their pages on every call, which costs more than
+# the arithmetic.
+
+
+def _relative_residual(p, d, scale, shift, out=None) -> np.ndarray:
     """|(s * p + t) * d - 1|: relative error of the fitted inverse depth (~ of depth)."""
-    return np.abs((scale * p + shift) * d - 1.0)
+    r = np.multiply(p, scale, out=out)
+    r += shift
+    r *= d
+    r -= 1.0
+    return np.abs(r, out=r)
 
 
-def _weighted_affine(p, q, w, scale_only) -> tuple[float, float]:
-    """Weighted least squares for q = s * p + t (t = 0 when scale_only)."""
-    if w is None:
-        w_sum = float(p.size)
-        if scale_only:
-            return float(np.dot(p, q) / np.dot(p, p)), 0.0
-        p_mean, q_mean = float(p.sum()) / w_sum, float(q.sum()) / w_sum
-        pc = p - p_mean
-        scale = float(np.dot(pc, q - q_mean) / np.dot(pc, pc))
-        return scale, q_mean - scale * p_mean
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # einsum's own loop: np.dot goes to a multi-threaded BLAS whose thread start-up costs
+    # milliseconds on a busy CPU, for a reduction that takes tens of microseconds.
+    return float(np.einsum("i,i->", a, b))
+
+
+def _solve_inverse_depth(p, d, w, scale_only) -> tuple[float, float]:
+    """Weighted least squares for 1 / d = s * p + t (the MiDaS baseline's residual)."""
+    q = np.divide(1.0, d)
+    if w is not None:
+        q *= w  # q now holds w * q; the sums below are the weighted ones
+        s_w, s_wp, s_wpp = float(w.sum()), _dot(w, p), float(np.einsum("i,i,i->", w, p, p))
+    else:
+        s_w, s_wp, s_wpp = float(p.size), float(p.sum()), _dot(p, p)
+    s_wq, s_wpq = float(q.sum()), _dot(q, p)
     if scale_only:
-        wp = w * p
-        return float(np.dot(wp, q) / np.dot(wp, p)), 0.0
-    w_sum = float(w.sum())
-    p_mean, q_mean = float(np.dot(w, p)) / w_sum, float(np.dot(w, q)) / w_sum
-    pc = p - p_mean
-    wpc = w * pc
-    scale = float(np.dot(wpc, q - q_mean) / np.dot(wpc, pc))
-    return scale, q_mean - scale * p_mean
+        return s_wpq / s_wpp, 0.0
+    det = s_wpp * s_w - s_wp * s_wp
+    return (s_wpq * s_w - s_wp * s_wq) / det, (s_wpp * s_wq - s_wp * s_wpq) / det
 
 
-def _ransac(p, q, d, rng, scale_only, threshold, max_iterations, confidence, sample_size):
-    """Best (scale, shift, hypotheses drawn) by MSAC score on a subsample, or None."""
+def _solve_relative(d, a, w, scale_only, scratch=None) -> tuple[float, float]:
+    """Weighted least squares for s * a + t * d = 1 with a = p * d (relative residuals)."""
+    if w is None:
+        s_aa, s_a = _dot(a, a), float(a.sum())
+        if scale_only:
+            return s_a / s_aa, 0.0
+        s_ad, s_dd, s_d = _dot(a, d), _dot(d, d), float(d.sum())
+    else:
+        wx = np.multiply(w, a, out=scratch)
+        s_aa, s_a = _dot(wx, a), float(wx.sum())
+        if scale_only:
+            return s_a / s_aa, 0.0
+        s_ad = _dot(wx, d)
+        np.multiply(w, d, out=wx)
+        s_dd, s_d = _dot(wx, d), float(wx.sum())
+    det = s_aa * s_dd - s_ad * s_ad
+    return (s_a * s_dd - s_d * s_ad) / det, (s_aa * s_d - s_ad * s_a) / det
+
+
+def _ransac(p, d, rng, scale_only, threshold, max_iterations, confidence, sample_size):
+    """Best hypothesis by MSAC score on a subsample: (scale, shift, hypotheses drawn,
+    (min, max) prediction over its subsample inliers), or None."""
     n = p.size
     if n > sample_size:
         pick = rng.integers(0, n, sample_size)
-        ps, qs, ds = p[pick], q[pick], d[pick]
+        ps, ds = p[pick], d[pick]
     else:
-        ps, qs, ds = p, q, d
+        ps, ds = p, d
+    qs = 1.0 / ds
+    as32, ds32 = (ps * ds).astype(np.float32), ds.astype(np.float32)
     m = ps.size
     minimal = 1 if scale_only else 2
     p_tolerance = 1e-9 * float(np.max(np.abs(ps)))
@@ -500,9 +696,9 @@ def _ransac(p, q, d, rng, scale_only, threshold, max_iterations, confidence, sam
         batch = min(_HYPOTHESES_PER_BATCH, max_iterations - drawn)
         i = rng.integers(0, m, batch)
         if scale_only:
-            s = qs[i] / ps[i]
-            t = np.zeros(batch)
             usable = np.abs(ps[i]) > p_tolerance
+            s = qs[i] / np.where(usable, ps[i], 1.0)
+            t = np.zeros(batch)
         else:
             j = rng.integers(0, m, batch)
             dp = ps[i] - ps[j]
@@ -514,18 +710,28 @@ def _ransac(p, q, d, rng, scale_only, threshold, max_iterations, confidence, sam
         if not usable.any():
             continue
         s, t = s[usable], t[usable]
-        r = (s[:, None] * ps[None, :] + t[:, None]) * ds[None, :] - 1.0
+        # (hypotheses x points) squared relative residuals, truncated: the MSAC cost. float32
+        # halves the memory traffic; a score needs no more precision.
+        r = s[:, None].astype(np.float32) * as32
+        r += t[:, None].astype(np.float32) * ds32
+        r -= np.float32(1.0)
         r *= r
-        cost = np.minimum(r, thr2).sum(axis=1)
+        cost = np.minimum(r, np.float32(thr2), out=r).sum(axis=1, dtype=np.float64)
         k = int(np.argmin(cost))
         if cost[k] < best_cost:
             best_cost = float(cost[k])
-            best = (float(s[k]), float(t[k]))
-            inlier_share = np.count_nonzero(r[k] < thr2) / m
-            needed = _ransac_iterations(inlier_share, minimal, confidence, max_iterations)
+            inside = r[k] < np.float32(thr2)
+            best = (float(s[k]), float(t[k]), inside)
+            needed = _ransac_iterations(
+                np.count_nonzero(inside) / m, minimal, confidence, max_iterations
+            )
     if best is None:
         return None
-    return best[0], best[1], drawn
+    inside = best[2]
+    support = (
+        (float(ps[inside].min()), float(ps[inside].max())) if inside.any() else (math.nan, math.nan)
+    )
+    return best[0], best[1], drawn, support
 
 
 def _ransac_iterations(inlier_share: float, minimal: int, confidence: float, cap: int) -> int:
@@ -537,36 +743,50 @@ def _ransac_iterations(inlier_share: float, minimal: int, confidence: float, cap
     return min(cap, math.ceil(math.log(1.0 - confidence) / math.log(1.0 - all_inlier)))
 
 
-def _irls(p, d, q, w, scale, shift, refine, iterations, threshold, scale_only):
-    """Iteratively reweighted least squares on the relative residual, over the inliers."""
-    mask = _relative_residual(p, d, scale, shift) < threshold
-    if np.count_nonzero(mask) < 2:
-        return scale, shift
-    p, d, q = p[mask], d[mask], q[mask]
-    base = d * d if w is None else w[mask] * d * d
-    for _ in range(iterations):
-        r = np.abs((scale * p + shift) * d - 1.0)
-        # Robust spread from a strided subset: a full median costs more than the rest.
-        stride = max(1, r.size // 2000)
-        sigma = _MAD_TO_SIGMA * float(np.median(r[::stride]))
+def _irls(p, d, a, w, scale, shift, refine, iterations, threshold, scale_only):
+    """Iteratively reweighted least squares (Huber or Tukey) on the relative residual.
+
+    All but the last iteration run on a strided subset: they only settle the weights; the last
+    one solves with every consensus point.
+    """
+    stride = max(1, p.size // _IRLS_SUBSET)
+    full = (p, d, a, w)
+    subset = (
+        full
+        if stride == 1
+        else tuple(None if x is None else np.ascontiguousarray(x[::stride]) for x in full)
+    )
+    r_full, scratch_full = np.empty(p.size), np.empty(p.size)
+    r_sub, scratch_sub = (
+        (r_full, scratch_full)
+        if stride == 1
+        else (np.empty(subset[0].size), np.empty(subset[0].size))
+    )
+    for it in range(iterations):
+        last = it == iterations - 1
+        sp, sd, sa, sw = full if last else subset
+        r, scratch = (r_full, scratch_full) if last else (r_sub, scratch_sub)
+        _relative_residual(sp, sd, scale, shift, out=r)
+        sigma = _MAD_TO_SIGMA * float(np.median(r[:: max(1, r.size // 2000)]))
         if refine == "huber":
-            c = min(max(_HUBER_K * sigma, 1e-9), threshold)
-            weight = np.minimum(1.0, c / np.maximum(r, 1e-300))
+            c = min(max(_HUBER_K * sigma, 1e-12), threshold)
+            weight = np.maximum(r, c, out=r)
+            np.divide(c, weight, out=weight)
         else:
-            c = min(max(_TUKEY_C * sigma, 1e-9), threshold)
-            u = np.minimum(r / c, 1.0)
-            weight = (1.0 - u * u) ** 2
-        weight *= base
+            c = min(max(_TUKEY_C * sigma, 1e-12), threshold)
+            u = np.divide(r, c, out=r)
+            np.minimum(u, 1.0, out=u)
+            u *= u
+            np.subtract(1.0, u, out=u)
+            weight = np.multiply(u, u, out=u)
+        if sw is not None:
+            weight *= sw
         if np.count_nonzero(weight) < 2:
             break
-        new_scale, new_shift = _weighted_affine(p, q, weight, scale_only)
+        new_scale, new_shift = _solve_relative(sd, sa, weight, scale_only, scratch)
         if not (math.isfinite(new_scale) and math.isfinite(new_shift)):
             break
-        converged = abs(new_scale - scale) <= 1e-10 * abs(scale) and abs(
-            new_shift - shift) <= 1e-10 * max(abs(shift), abs(scale))
         scale, shift = new_scale, new_shift
-        if converged:
-            break
     return scale, shift
 
 
@@ -688,7 +908,8 @@ class ScaleShiftFilter:
                 self._rejections += 1
                 if self._rejections > self.gate_max_rejections:
                     return self._accept(
-                        fit, stamp, f"re-initialised after {self._rejections} rejected jumps")
+                        fit, stamp, f"re-initialised after {self._rejections} rejected jumps"
+                    )
                 why = f"rejected a jump of {jump:.0%} (gate {self.gate:.0%})"
             else:
                 a = self.smoothing
@@ -788,18 +1009,27 @@ class MetricAligner:
         cfg = self.config
         timings: dict[str, float] = {}
         projection, raw = None, None
-        if lidar_points is not None and camera is not None:
-            if T_cam_lidar is None:
-                raise ValueError("lidar_points given without T_cam_lidar")
+        if lidar_points is not None:
+            if camera is None or T_cam_lidar is None:
+                raise ValueError("lidar_points need a camera model and T_cam_lidar")
             t0 = time.perf_counter()
             cam = self._camera_for(camera, pred.shape[1], pred.shape[0])
             projection = project_lidar(
-                lidar_points, T_cam_lidar, cam, min_depth=cfg.min_depth,
-                max_depth=cfg.max_depth, zbuffer_window=cfg.zbuffer_window,
-                zbuffer_margin=cfg.zbuffer_margin)
+                lidar_points,
+                T_cam_lidar,
+                cam,
+                min_depth=cfg.min_depth,
+                max_depth=cfg.max_depth,
+                zbuffer_window=cfg.zbuffer_window,
+                zbuffer_margin=cfg.zbuffer_margin,
+            )
             t1 = time.perf_counter()
-            raw = fit_scale_shift(sample_prediction(pred, projection), projection.depth,
-                                  pred_semantics=pred_semantics, **cfg.fit_kwargs())
+            raw = fit_scale_shift(
+                sample_prediction(pred, projection),
+                projection.depth,
+                pred_semantics=pred_semantics,
+                **cfg.fit_kwargs(),
+            )
             t2 = time.perf_counter()
             timings["project_ms"] = (t1 - t0) * 1e3
             timings["fit_ms"] = (t2 - t1) * 1e3
@@ -807,11 +1037,13 @@ class MetricAligner:
         metric = None
         if fit is not None:
             t3 = time.perf_counter()
-            metric = affine_to_depth(pred, fit.scale, fit.shift, cfg.min_depth, cfg.max_depth,
-                                     fit.pred_semantics)
+            metric = affine_to_depth(
+                pred, fit.scale, fit.shift, cfg.min_depth, cfg.max_depth, fit.pred_semantics
+            )
             timings["to_metric_ms"] = (time.perf_counter() - t3) * 1e3
-        return Alignment(metric, fit, raw, projection, self.filter.state, self.filter.reason,
-                         timings)
+        return Alignment(
+            metric, fit, raw, projection, self.filter.state, self.filter.reason, timings
+        )
 
     def _camera_for(self, camera: CameraModel, width: int, height: int) -> CameraModel:
         if camera.size == (width, height):

@@ -19,8 +19,12 @@ DISTORTION_MODELS = ("none", "plumb_bob", "rational_polynomial", "equidistant")
 _D_LENGTHS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
 
 # Aliases some drivers put in CameraInfo.distortion_model.
-_MODEL_ALIASES = {"": "none", "pinhole": "none", "fisheye": "equidistant", "kannala_brandt": (
-    "equidistant")}
+_MODEL_ALIASES = {
+    "": "none",
+    "pinhole": "none",
+    "fisheye": "equidistant",
+    "kannala_brandt": ("equidistant"),
+}
 
 _NEWTON_ITERATIONS = 20
 _NEWTON_TOLERANCE = 1e-12
@@ -52,7 +56,9 @@ class CameraModel:
         if not np.any(K):
             raise ValueError("camera K is all zeros: the camera is not calibrated")
         if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"camera focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
+            raise ValueError(
+                f"camera focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}"
+            )
         if abs(K[1, 0]) > 1e-9 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
             raise ValueError(f"camera K must be upper triangular with last row (0, 0, 1), got {K}")
 
@@ -66,7 +72,9 @@ class CameraModel:
         D = np.array([] if self.D is None else self.D, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(D)):
             raise ValueError(f"distortion coefficients D have non-finite values: {D.tolist()}")
-        if model == "none":
+        if D.size == 0:
+            pass  # no coefficients: an undistorted camera whatever the model says
+        elif model == "none":
             # Drivers often send D=[0]*5 with an empty model: harmless. Non-zero D is a mistake.
             if np.any(D):
                 raise ValueError(f"distortion model 'none' needs D empty or all zero, got {D}")
@@ -78,6 +86,8 @@ class CameraModel:
             )
         elif model == "plumb_bob" and D.size == 4:
             D = np.append(D, 0.0)
+        if not np.any(D):
+            D = np.zeros(0)
 
         width, height = int(self.width), int(self.height)
         if width != self.width or height != self.height or width <= 0 or height <= 0:
@@ -92,6 +102,26 @@ class CameraModel:
         object.__setattr__(self, "width", width)
         object.__setattr__(self, "height", height)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CameraModel):
+            return NotImplemented
+        return self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    @property
+    def _key(self) -> tuple:
+        # Lets callers see whether a new CameraInfo really changed the camera (and keep the
+        # cached ray grid when it did not).
+        return (
+            self.K.tobytes(),
+            self.D.tobytes(),
+            self.distortion_model,
+            self.width,
+            self.height,
+        )
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_camera_info(
@@ -103,8 +133,13 @@ class CameraModel:
         height: int,
     ) -> CameraModel:
         """Build from CameraInfo fields passed as plain sequences (msg.k, msg.d, ...)."""
-        return cls(np.asarray(k, dtype=np.float64), np.asarray(d, dtype=np.float64),
-                   distortion_model, width, height)
+        return cls(
+            np.asarray(k, dtype=np.float64),
+            np.asarray(d, dtype=np.float64),
+            distortion_model,
+            width,
+            height,
+        )
 
     @classmethod
     def pinhole(
@@ -132,11 +167,14 @@ class CameraModel:
         """
         p = np.zeros((3, 4))
         p[:, :3] = self.K
+        if self.is_distorted:
+            model, d = self.distortion_model, self.D.tolist()
+        else:  # the form ROS tools expect for an undistorted camera
+            model, d = "plumb_bob", [0.0] * 5
         return {
             "k": self.K.reshape(-1).tolist(),
-            "d": self.D.tolist(),
-            "distortion_model": "plumb_bob" if self.distortion_model == "none" else (
-                self.distortion_model),
+            "d": d,
+            "distortion_model": model,
             "r": np.eye(3).reshape(-1).tolist(),
             "p": p.reshape(-1).tolist(),
             "width": self.width,
@@ -304,8 +342,11 @@ class CameraModel:
         return np.stack([u, v], axis=-1)
 
     def undistort_pixels(self, uv: np.ndarray) -> np.ndarray:
-        """Pixels (..., 2) -> ideal normalised rays (x/z, y/z) (..., 2); NaN where not invertible."""
-        uv = _as_points(uv, 2, "uv")
+        """Pixels (..., 2) -> ideal normalised rays (x/z, y/z), same shape; NaN where the
+        distortion model has no inverse."""
+        uv = np.asarray(uv, dtype=np.float64)
+        if uv.ndim == 0 or uv.shape[-1] != 2:
+            raise ValueError(f"uv must have shape (..., 2), got {uv.shape}")
         return self.undistort_normalized(self.pixels_to_normalized(uv))
 
     def project(
@@ -314,11 +355,11 @@ class CameraModel:
         """Project Nx3 camera-frame points to pixels.
 
         Returns (uv Nx2 float64, valid N bool). valid: finite, z > min_depth, inside the model's
-        monotonic distortion range and inside the image ([-0.5, width - 0.5) x [-0.5, height - 0.5)).
+        monotonic distortion range and inside the image: u in [-0.5, width - 0.5), v likewise.
         """
         pts = _as_points(points_cam, 3, "points_cam")
         z = pts[:, 2]
-        valid = np.isfinite(pts).all(axis=1) & (z > min_depth)
+        valid = (z > min_depth) & (z < np.inf) & np.isfinite(pts[:, 0]) & np.isfinite(pts[:, 1])
         with np.errstate(divide="ignore", invalid="ignore"):
             xy = pts[:, :2] / np.where(valid, z, 1.0)[:, None]
         if self.is_distorted:
@@ -341,8 +382,9 @@ class CameraModel:
         """
         grid = self._cache.get("ray_grid")
         if grid is None:
-            u, v = np.meshgrid(np.arange(self.width, dtype=np.float64),
-                               np.arange(self.height, dtype=np.float64))
+            u, v = np.meshgrid(
+                np.arange(self.width, dtype=np.float64), np.arange(self.height, dtype=np.float64)
+            )
             xy = self.undistort_pixels(np.stack([u.ravel(), v.ravel()], axis=1))
             grid = np.empty((self.height, self.width, 3), dtype=np.float32)
             grid[..., :2] = xy.reshape(self.height, self.width, 2)
@@ -379,10 +421,39 @@ def backproject_depth(
 
 
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 4x4 rigid transform to Nx3 points (extra columns are ignored)."""
+    """Apply a 4x4 rigid transform to Nx3 points (extra columns are ignored); float64 Nx3."""
     T = as_transform(T)
-    pts = _as_points(points, 3, "points", allow_extra_columns=True)[:, :3]
-    return pts @ T[:3, :3].T + T[:3, 3]
+    x, y, z = point_columns(points)
+    out = np.empty((3, x.size))
+    for i in range(3):
+        transform_row(T, i, x, y, z, out=out[i])
+    return out.T
+
+
+def point_columns(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, z column views of an Nx3 (or wider, x/y/z first) numeric point array."""
+    arr = np.asarray(points)
+    if arr.ndim != 2 or arr.shape[1] < 3 or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(
+            f"points must be a numeric Nx3 array (extra columns allowed), got shape {arr.shape} "
+            f"and dtype {arr.dtype}"
+        )
+    return arr[:, 0], arr[:, 1], arr[:, 2]
+
+
+def transform_row(
+    T: np.ndarray, row: int, x: np.ndarray, y: np.ndarray, z: np.ndarray, out=None
+) -> np.ndarray:
+    """One output coordinate of T applied to points given as columns, in float64.
+
+    Column arithmetic instead of ``points @ R.T``: numpy sends that small-inner-dimension
+    product to BLAS, which is over ten times slower here for LiDAR-sized clouds.
+    """
+    r = np.multiply(x, T[row, 0], out=out, dtype=np.float64)
+    r += y * T[row, 1]
+    r += z * T[row, 2]
+    r += T[row, 3]
+    return r
 
 
 def as_transform(T: np.ndarray) -> np.ndarray:
@@ -457,8 +528,9 @@ def _as_points(
     arr = np.asarray(points, dtype=np.float64)
     if arr.ndim == 1 and arr.size == columns:
         arr = arr.reshape(1, columns)
-    ok = arr.ndim == 2 and (arr.shape[1] >= columns if allow_extra_columns
-                            else arr.shape[1] == columns)
+    ok = arr.ndim == 2 and (
+        arr.shape[1] >= columns if allow_extra_columns else arr.shape[1] == columns
+    )
     if not ok:
         want = f"Nx{columns}" + (" or wider" if allow_extra_columns else "")
         raise ValueError(f"{name} must be an {want} array, got shape {arr.shape}")

@@ -78,8 +78,9 @@ def layout_primitives(
         # Facades on both sides, cars on the road, open sky above the far end.
         for side in (-1.0, 1.0):
             z0 = rng.uniform(4.0, 10.0)
-            prims.append((label, Box((side * 9.0, camera_height - 6.0, z0 + 20.0),
-                                     (6.0, 12.0, 40.0))))
+            prims.append(
+                (label, Box((side * 9.0, camera_height - 6.0, z0 + 20.0), (6.0, 12.0, 40.0)))
+            )
             label += 1
         for _ in range(4):
             x = rng.uniform(-4.0, 4.0)
@@ -186,8 +187,9 @@ def make_scene(
     ranges, _ = raycast(T[:3, 3], dirs_lidar @ T[:3, :3].T, prims)
     hit = ranges <= lidar_max_range
     dirs_lidar, ranges = dirs_lidar[hit], ranges[hit]
-    points, outlier = _perturb_ranges(dirs_lidar, ranges, rng, lidar_range_noise,
-                                      lidar_outlier_share, lidar_max_range)
+    points, outlier = _perturb_ranges(
+        dirs_lidar, ranges, rng, lidar_range_noise, lidar_outlier_share, lidar_max_range
+    )
     return Scene(rgb, depth, labels, camera, points, T, outlier)
 
 
@@ -221,8 +223,12 @@ def lidar_from_depth(
     spacing = (hi - lo) / max(rings - 1, 1)
     ring = np.rint((elev - lo) / spacing)
     # A real beam is narrow: keep only points near a ring's centre elevation.
-    near_ring = (np.abs(elev - (lo + ring * spacing)) < 0.15 * spacing) & (ring >= 0) & (
-        ring < rings) & (ranges <= max_range)
+    near_ring = (
+        (np.abs(elev - (lo + ring * spacing)) < 0.15 * spacing)
+        & (ring >= 0)
+        & (ring < rings)
+        & (ranges <= max_range)
+    )
     ring = ring[near_ring].astype(np.int64)
     az_bin = np.floor(azim[near_ring] / (2.0 * np.pi) * points_per_ring).astype(np.int64)
     ranges, pts = ranges[near_ring], pts[near_ring]
@@ -278,8 +284,7 @@ def load_rgbd_sample(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
             depth = np.where((raw != 2047) & (raw < 1092.5), 351.3 / (1092.5 - raw), np.nan)
     elif name == "sun":
         rgb = _read_rgb(root / "sun" / "SUN_color.jpg")
-        v = cv2.imread(str(root / "sun" / "SUN_depth.png"), cv2.IMREAD_UNCHANGED).astype(
-            np.uint32)
+        v = cv2.imread(str(root / "sun" / "SUN_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.uint32)
         mm = ((v >> 3) | (v << 13)) & 0xFFFF
         depth = np.where(mm > 0, mm / 1000.0, np.nan)
     else:
@@ -301,8 +306,14 @@ def scene_from_rgbd(
     """A Scene whose truth is a real RGB-D frame; the LiDAR is simulated from its depth."""
     rgb, depth, camera = load_rgbd_sample(root, name)
     T = lidar_transform(lidar_offset)
-    points, outlier = lidar_from_depth(depth, camera, T, range_noise=lidar_range_noise,
-                                       outlier_share=lidar_outlier_share, seed=seed)
+    points, outlier = lidar_from_depth(
+        depth,
+        camera,
+        T,
+        range_noise=lidar_range_noise,
+        outlier_share=lidar_outlier_share,
+        seed=seed,
+    )
     labels = np.where(np.isfinite(depth), GROUND, SKY).astype(np.uint8)
     return Scene(rgb, depth, labels, camera, points, T, outlier)
 
@@ -339,8 +350,18 @@ def _read_pgm16_little_endian(path: Path) -> np.ndarray:
 def _render(depth: np.ndarray, labels: np.ndarray, camera: CameraModel) -> np.ndarray:
     """Flat-shaded colours per label, a checkerboard on the ground and distance haze."""
     palette = np.array(
-        [[135, 190, 235], [110, 110, 105], [180, 160, 140], [200, 60, 50], [60, 120, 200],
-         [230, 200, 70], [90, 170, 90], [170, 90, 170], [240, 140, 60], [80, 200, 200]],
+        [
+            [135, 190, 235],
+            [110, 110, 105],
+            [180, 160, 140],
+            [200, 60, 50],
+            [60, 120, 200],
+            [230, 200, 70],
+            [90, 170, 90],
+            [170, 90, 170],
+            [240, 140, 60],
+            [80, 200, 200],
+        ],
         dtype=np.float32,
     )
     colour = palette[labels % len(palette)]

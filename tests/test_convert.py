@@ -203,7 +203,9 @@ def test_sequence_data_without_buffer_is_accepted() -> None:
 def test_step_too_small_is_rejected() -> None:
     msg = image_msg(random_rgb(), "rgb8")
     msg.step = 14
-    with pytest.raises(ImageConversionError, match=r"step 14 is smaller than one row .*\(15 bytes\)"):
+    with pytest.raises(
+        ImageConversionError, match=r"step 14 is smaller than one row .*\(15 bytes\)"
+    ):
         convert.image_to_rgb(msg)
 
 

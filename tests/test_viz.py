@@ -62,6 +62,14 @@ def test_colorize_depth_all_invalid_and_constant_inputs() -> None:
     assert (constant == constant[0, 0]).all()
 
 
+def test_one_fixed_bound_beyond_the_data_saturates_instead_of_failing() -> None:
+    depth = np.linspace(1.0, 3.0, 12, dtype=np.float32).reshape(3, 4)
+    far_min = colorize_depth(depth, min_value=5.0, colormap="gray", near_is_warm=False)
+    assert (far_min == 0).all()
+    near_max = colorize_depth(depth, max_value=0.5, colormap="gray", near_is_warm=False)
+    assert (near_max == 255).all()
+
+
 @pytest.mark.parametrize("name", sorted(COLORMAPS))
 def test_every_named_colormap_works_in_any_case(name: str) -> None:
     depth = np.linspace(1, 10, 20, dtype=np.float32).reshape(4, 5)

@@ -14,12 +14,14 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from timm.layers import StdConv2dSame
+from timm.layers.padding import pad_same
 from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 __all__ = [
     "DPTVisionTransformer",
+    "LegacyStdConv2dSame",
     "ResNetPatchEmbed",
     "build_resnet_stem",
     "resize_pos_embed",
@@ -33,17 +35,37 @@ def resnet_stride(num_stages: int) -> int:
     return 4 * 2 ** (num_stages - 1)
 
 
+class LegacyStdConv2dSame(StdConv2dSame):
+    """Weight standardisation as timm 0.4.x computed it, (w - mean) / (std + eps), eps 1e-5.
+
+    The released DPT-Hybrid weights were trained with it; current timm normalises with
+    sqrt(var + 1e-8) instead, which moves DPT-Hybrid's output by ~4e-4 (relative).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same_pad:
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        std, mean = torch.std_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        weight = (self.weight - mean) / (std + self.eps)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+LEGACY_STD_CONV_EPS = 1e-5
+
+
 def build_resnet_stem(
     layers: tuple[int, ...],
     channels: tuple[int, ...],
     stem_channels: int = 64,
     std_conv_eps: float = 1e-8,
+    legacy_std_conv: bool = False,
 ) -> ResNetV2:
     """The convolutional part of timm's R50+ViT hybrid (``vit_base_r50_s16_384``): a BiT
     ResNetV2 without pre-activation, TF-"same" padding and weight-standardised convolutions.
 
-    `std_conv_eps` 1e-8 is current timm's value (what the reference numerics use); the released
-    DPT-Hybrid weights were trained with timm 0.4.x, whose StdConv differed slightly.
+    By default the convolutions are current timm's StdConv2dSame (eps `std_conv_eps`), as in
+    the authors' code run with today's timm; `legacy_std_conv` selects timm 0.4.x's formula
+    (`LegacyStdConv2dSame`), the one the released weights were trained with.
     """
     if len(layers) != len(channels):
         raise ValueError(
@@ -58,7 +80,11 @@ def build_resnet_stem(
         global_pool="",
         preact=False,
         stem_type="same",
-        conv_layer=partial(StdConv2dSame, eps=std_conv_eps),
+        conv_layer=(
+            partial(LegacyStdConv2dSame, eps=LEGACY_STD_CONV_EPS)
+            if legacy_std_conv
+            else partial(StdConv2dSame, eps=std_conv_eps)
+        ),
     )
 
 
@@ -125,10 +151,14 @@ class DPTVisionTransformer(VisionTransformer):
     """timm's VisionTransformer (plain or with a ResNet stem as patch embedding) whose
     `forward_taps` returns intermediate features for DPT at any input size.
 
-    The position embedding resized for a grid size is cached (a plain dict, not a buffer, so it
-    never shows up in the state dict); an entry is reused only while the parameter is the same
-    tensor, unmodified, and only when no gradient has to flow into it.
+    Position embeddings resized per grid size are cached in plain attributes (never in the
+    state dict). Entries stay valid while `pos_embed` is the same storage, unmodified: the
+    cache keeps an alias of that storage, so its address cannot be reused by another tensor,
+    and compares the shared version counter. Nothing is cached while a gradient has to flow
+    into `pos_embed`.
     """
+
+    max_cached_grids = 8
 
     def __init__(
         self,
@@ -167,7 +197,8 @@ class DPTVisionTransformer(VisionTransformer):
             **embed_kwargs,
         )
         self.token_stride = patch_size * (1 if resnet is None else stride)
-        self._pos_embed_cache: dict[tuple[int, int], tuple[tuple, torch.Tensor]] = {}
+        self._pos_embed_source: tuple[torch.Tensor, int] | None = None
+        self._pos_embed_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
     def is_hybrid(self) -> bool:
@@ -178,13 +209,23 @@ class DPTVisionTransformer(VisionTransformer):
         param = self.pos_embed
         if torch.is_grad_enabled() and param.requires_grad:
             return resize_pos_embed(param, grid_size, self.num_prefix_tokens)
-        tag = (param.data_ptr(), param._version, param.dtype, param.device)
-        hit = self._pos_embed_cache.get(grid_size)
-        if hit is not None and hit[0] == tag:
-            return hit[1]
-        resized = resize_pos_embed(param.detach(), grid_size, self.num_prefix_tokens)
-        self._pos_embed_cache[grid_size] = (tag, resized)
-        return resized
+        source = self._pos_embed_source
+        if (
+            source is None
+            or source[0].data_ptr() != param.data_ptr()
+            or source[0].device != param.device
+            or source[0].dtype != param.dtype
+            or source[1] != param._version
+        ):
+            self._pos_embed_cache.clear()
+            self._pos_embed_source = (param.detach(), param._version)
+        cached = self._pos_embed_cache.get(grid_size)
+        if cached is None:
+            if len(self._pos_embed_cache) >= self.max_cached_grids:
+                self._pos_embed_cache.pop(next(iter(self._pos_embed_cache)))
+            cached = resize_pos_embed(param.detach(), grid_size, self.num_prefix_tokens)
+            self._pos_embed_cache[grid_size] = cached
+        return cached
 
     def forward_taps(
         self, x: torch.Tensor, block_taps: tuple[int, ...], stage_taps: tuple[int, ...] = ()

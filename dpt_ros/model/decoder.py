@@ -103,9 +103,10 @@ class Reassemble(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-        x = self[0](tokens).transpose(1, 2).unflatten(2, grid_size)
-        for layer in self[3:]:
-            x = layer(x)
+        readout, _transpose, _unflatten, *convs = self
+        x = readout(tokens).transpose(1, 2).unflatten(2, grid_size)
+        for conv in convs:
+            x = conv(x)
         return x
 
 

@@ -63,7 +63,8 @@ class DPTConfig:
     resnet_layers: tuple[int, ...] = (3, 4, 9)
     resnet_channels: tuple[int, ...] = (256, 512, 1024)
     resnet_stem_channels: int = 64
-    std_conv_eps: float = 1e-8
+    std_conv_eps: float = 1e-8  # current timm's weight standardisation
+    legacy_std_conv: bool = False  # timm 0.4.x's, which the released weights were trained with
 
     def __post_init__(self) -> None:
         for name in ("hooks", "stage_channels", "resnet_layers", "resnet_channels"):
@@ -146,6 +147,7 @@ class DPTEncoder(nn.Module):
                 config.resnet_channels,
                 config.resnet_stem_channels,
                 config.std_conv_eps,
+                config.legacy_std_conv,
             )
         self.model = DPTVisionTransformer(
             embed_dim=config.embed_dim,
@@ -232,9 +234,7 @@ _VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
 _VIT_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
 _DPT_BASE = DPTConfig(**_VIT_BASE, hooks=(2, 5, 8, 11), stage_channels=(96, 192, 384, 768))
 # Taps after blocks 6, 12, 18, 24 as in the authors' code (the paper's text says 5, 12, 18, 24).
-_DPT_LARGE = DPTConfig(
-    **_VIT_LARGE, hooks=(5, 11, 17, 23), stage_channels=(256, 512, 1024, 1024)
-)
+_DPT_LARGE = DPTConfig(**_VIT_LARGE, hooks=(5, 11, 17, 23), stage_channels=(256, 512, 1024, 1024))
 _DPT_HYBRID = DPTConfig(
     backbone="hybrid", **_VIT_BASE, hooks=(0, 1, 8, 11), stage_channels=(256, 512, 768, 768)
 )

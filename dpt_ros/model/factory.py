@@ -13,8 +13,8 @@ from dpt_ros.model.weights import (
     OUTPUT_SEMANTICS,
     REGISTRY,
     WeightsError,
-    registry_entry,
     load_model,
+    registry_entry,
 )
 
 __all__ = ["PluginError", "create_model", "load_plugin"]

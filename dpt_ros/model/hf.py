@@ -34,7 +34,12 @@ import torch
 from dpt_ros.model.dpt import DPT, DPTConfig, model_config
 from dpt_ros.model.weights import WeightsError, load_into, read_state_dict
 
-__all__ = ["convert_state_dict", "dpt_config_from_hf", "is_hf_model_dir", "load_hf_model"]
+__all__ = [
+    "convert_state_dict",
+    "dpt_config_from_hf",
+    "load_hf_model",
+    "model_from_hf",
+]
 
 # transformers' DPTConfig defaults (identical in 4.x and 5.x); older config.json files omit some.
 _HF_DEFAULTS: dict[str, Any] = {
@@ -89,17 +94,6 @@ _WEIGHT_FILES = (
 _ARCHITECTURES = {"DPTForDepthEstimation": "depth", "DPTForSemanticSegmentation": "segmentation"}
 
 
-def is_hf_model_dir(path: str | os.PathLike[str]) -> bool:
-    """True for a directory holding a ``config.json`` of ``model_type`` ``dpt``."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("model_type") == "dpt"
-    except (OSError, ValueError):
-        return False
-
-
 def _unsupported(directory: Path | str, what: str) -> WeightsError:
     return WeightsError(
         f"Hugging Face DPT at {directory}: {what}; only the authors' DPT architecture "
@@ -129,7 +123,7 @@ def _task(hf: Mapping[str, Any], where: Path | str) -> str:
 
 
 def dpt_config_from_hf(hf_config: Mapping[str, Any], where: Path | str = "config") -> DPTConfig:
-    """Our ``DPTConfig`` for a ``transformers`` DPT ``config.json`` dict (errors if it cannot map)."""
+    """Our ``DPTConfig`` for a ``transformers`` DPT ``config.json`` dict; errors if none fits."""
     hf = {**_HF_DEFAULTS, **hf_config}
     if hf.get("model_type", "dpt") != "dpt":
         raise _unsupported(where, f"model_type is {hf.get('model_type')!r}, not 'dpt'")
@@ -158,12 +152,18 @@ def dpt_config_from_hf(hf_config: Mapping[str, Any], where: Path | str = "config
             checks[f"backbone_config.{key}"] = (got, want)
         resnet_layers = tuple(int(d) for d in bit["depths"])
         resnet_channels = tuple(int(c) for c in bit["hidden_sizes"][: len(resnet_layers)])
-        checks["backbone_featmap_shape[1]"] = (int(hf["backbone_featmap_shape"][1]), resnet_channels[-1])
+        checks["backbone_featmap_shape[1]"] = (
+            int(hf["backbone_featmap_shape"][1]),
+            resnet_channels[-1],
+        )
     else:
         checks["reassemble_factors"] = (factors, [4.0, 2.0, 1.0, 0.5])
     use_bn = bool(hf["use_batch_norm_in_fusion_residual"])
     if hf["use_bias_in_fusion_residual"] is not None:
-        checks["use_bias_in_fusion_residual"] = (bool(hf["use_bias_in_fusion_residual"]), not use_bn)
+        checks["use_bias_in_fusion_residual"] = (
+            bool(hf["use_bias_in_fusion_residual"]),
+            not use_bn,
+        )
     if len(hf["neck_hidden_sizes"]) != 4 or len(hf["backbone_out_indices"]) != 4:
         raise _unsupported(where, "DPT needs exactly 4 neck_hidden_sizes and backbone_out_indices")
     bad = [f"{k}={got!r} (needs {want!r})" for k, (got, want) in checks.items() if got != want]
@@ -228,38 +228,69 @@ def _rules() -> list[_Rule]:
     table: list[tuple[str, Callable[[re.Match[str]], str]]] = [
         (r"dpt\.embeddings\.cls_token", lambda m: vit + "cls_token"),
         (r"dpt\.embeddings\.position_embeddings", lambda m: vit + "pos_embed"),
-        (r"dpt\.embeddings\.patch_embeddings\.projection\.(\w+)",
-         lambda m: vit + f"patch_embed.proj.{m[1]}"),
+        (
+            r"dpt\.embeddings\.patch_embeddings\.projection\.(\w+)",
+            lambda m: vit + f"patch_embed.proj.{m[1]}",
+        ),
         (r"dpt\.embeddings\.projection\.(\w+)", lambda m: vit + f"patch_embed.proj.{m[1]}"),
-        (r"dpt\.embeddings\.backbone\.bit\.embedder\.convolution\.weight",
-         lambda m: bit + "stem.conv.weight"),
-        (r"dpt\.embeddings\.backbone\.bit\.embedder\.norm\.(\w+)", lambda m: bit + f"stem.norm.{m[1]}"),
-        (r"dpt\.embeddings\.backbone\.bit\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)",
-         lambda m: bit + f"stages.{m[1]}.blocks.{m[2]}.{m[3]}"),
-        (r"dpt\.encoder\.layer\.(\d+)\.layernorm_before\.(\w+)",
-         lambda m: vit + f"blocks.{m[1]}.norm1.{m[2]}"),
-        (r"dpt\.encoder\.layer\.(\d+)\.layernorm_after\.(\w+)",
-         lambda m: vit + f"blocks.{m[1]}.norm2.{m[2]}"),
-        (r"dpt\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(\w+)",
-         lambda m: vit + f"blocks.{m[1]}.attn.proj.{m[2]}"),
-        (r"dpt\.encoder\.layer\.(\d+)\.intermediate\.dense\.(\w+)",
-         lambda m: vit + f"blocks.{m[1]}.mlp.fc1.{m[2]}"),
-        (r"dpt\.encoder\.layer\.(\d+)\.output\.dense\.(\w+)",
-         lambda m: vit + f"blocks.{m[1]}.mlp.fc2.{m[2]}"),
+        (
+            r"dpt\.embeddings\.backbone\.bit\.embedder\.convolution\.weight",
+            lambda m: bit + "stem.conv.weight",
+        ),
+        (
+            r"dpt\.embeddings\.backbone\.bit\.embedder\.norm\.(\w+)",
+            lambda m: bit + f"stem.norm.{m[1]}",
+        ),
+        (
+            r"dpt\.embeddings\.backbone\.bit\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)",
+            lambda m: bit + f"stages.{m[1]}.blocks.{m[2]}.{m[3]}",
+        ),
+        (
+            r"dpt\.encoder\.layer\.(\d+)\.layernorm_before\.(\w+)",
+            lambda m: vit + f"blocks.{m[1]}.norm1.{m[2]}",
+        ),
+        (
+            r"dpt\.encoder\.layer\.(\d+)\.layernorm_after\.(\w+)",
+            lambda m: vit + f"blocks.{m[1]}.norm2.{m[2]}",
+        ),
+        (
+            r"dpt\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(\w+)",
+            lambda m: vit + f"blocks.{m[1]}.attn.proj.{m[2]}",
+        ),
+        (
+            r"dpt\.encoder\.layer\.(\d+)\.intermediate\.dense\.(\w+)",
+            lambda m: vit + f"blocks.{m[1]}.mlp.fc1.{m[2]}",
+        ),
+        (
+            r"dpt\.encoder\.layer\.(\d+)\.output\.dense\.(\w+)",
+            lambda m: vit + f"blocks.{m[1]}.mlp.fc2.{m[2]}",
+        ),
         (r"dpt\.layernorm\.(\w+)", lambda m: vit + f"norm.{m[1]}"),
-        (r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.(\w+)",
-         lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.0.project.0.{m[2]}"),
-        (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.(\w+)",
-         lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.3.{m[2]}"),
-        (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.(\w+)",
-         lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.4.{m[2]}"),
+        (
+            r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.(\w+)",
+            lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.0.project.0.{m[2]}",
+        ),
+        (
+            r"neck\.reassemble_stage\.layers\.(\d)\.projection\.(\w+)",
+            lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.3.{m[2]}",
+        ),
+        (
+            r"neck\.reassemble_stage\.layers\.(\d)\.resize\.(\w+)",
+            lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.4.{m[2]}",
+        ),
         (r"neck\.convs\.(\d)\.weight", lambda m: f"scratch.layer{int(m[1]) + 1}_rn.weight"),
-        (r"neck\.fusion_stage\.layers\.(\d)\.projection\.(\w+)",
-         lambda m: f"scratch.refinenet{4 - int(m[1])}.out_conv.{m[2]}"),
-        (r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.(\w+)",
-         lambda m: f"scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}.{m[4]}"),
-        (r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.batch_norm(\d)\.(\w+)",
-         lambda m: f"scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.bn{m[3]}.{m[4]}"),
+        (
+            r"neck\.fusion_stage\.layers\.(\d)\.projection\.(\w+)",
+            lambda m: f"scratch.refinenet{4 - int(m[1])}.out_conv.{m[2]}",
+        ),
+        (
+            r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.(\w+)",
+            lambda m: f"scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}.{m[4]}",
+        ),
+        (
+            r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.batch_norm(\d)\.(\w+)",
+            lambda m: f"scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.bn{m[3]}.{m[4]}",
+        ),
         (r"head\.head\.(\d)\.(\w+)", lambda m: f"scratch.output_conv.{m[1]}.{m[2]}"),
         (r"auxiliary_head\.head\.(\d)\.(\w+)", lambda m: f"auxlayer.{m[1]}.{m[2]}"),
     ]
@@ -303,7 +334,7 @@ def convert_state_dict(hf_state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
 # --------------------------------------------------------------------------- loading
 
 
-def _read_weights(directory: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     present = [name for name in _WEIGHT_FILES if (directory / name).is_file()]
     if not present:
         raise WeightsError(
@@ -312,15 +343,45 @@ def _read_weights(directory: Path, map_location: str | torch.device) -> dict[str
         )
     first = directory / present[0]
     if not first.name.endswith(".index.json"):
-        return read_state_dict(first, map_location=map_location)
+        return read_state_dict(first)
     try:
         shards = sorted(set(json.loads(first.read_text())["weight_map"].values()))
     except (OSError, ValueError, KeyError) as exc:
         raise WeightsError(f"{first} is not a valid shard index: {exc}") from exc
     state_dict: dict[str, torch.Tensor] = {}
     for shard in shards:
-        state_dict.update(read_state_dict(directory / shard, map_location=map_location))
+        state_dict.update(read_state_dict(directory / shard))
     return state_dict
+
+
+def model_from_hf(
+    hf_config: Mapping[str, Any],
+    hf_state_dict: Mapping[str, torch.Tensor],
+    overrides: Mapping[str, Any] | None = None,
+    where: Path | str = "Hugging Face DPT",
+) -> DPT:
+    """Our DPT (eval mode) from a ``transformers`` DPT config dict and state dict.
+
+    ``overrides`` replace fields of the derived ``DPTConfig`` that do not change the weights
+    (e.g. ``metric_scale`` / ``metric_shift``).
+    """
+    config = dpt_config_from_hf(hf_config, where)
+    if overrides:
+        try:
+            config = dataclasses.replace(config, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"{where}: {exc}") from exc
+    state_dict = convert_state_dict(hf_state_dict)
+    model = DPT(config)
+    own = model.state_dict()
+    has_aux = any(k.startswith("auxlayer.") for k in state_dict)
+    for key in own.keys() - state_dict.keys():
+        if key.startswith("pretrained.model.head."):
+            state_dict[key] = torch.zeros_like(own[key])
+        elif key.startswith("auxlayer.") and not has_aux:
+            state_dict[key] = own[key]
+    load_into(model, state_dict, source=str(where))
+    return model.eval()
 
 
 def load_hf_model(
@@ -328,11 +389,7 @@ def load_hf_model(
     map_location: str | torch.device = "cpu",
     overrides: Mapping[str, Any] | None = None,
 ) -> DPT:
-    """Our DPT carrying the weights of a ``transformers`` DPT directory, in eval mode.
-
-    ``overrides`` replace fields of the derived ``DPTConfig`` that do not change the weights
-    (e.g. ``metric_scale`` / ``metric_shift``).
-    """
+    """Our DPT carrying the weights of a ``transformers`` DPT directory, in eval mode."""
     directory = Path(directory)
     config_file = directory / "config.json"
     if not config_file.is_file():
@@ -343,16 +400,6 @@ def load_hf_model(
         hf_config = json.loads(config_file.read_text())
     except ValueError as exc:
         raise WeightsError(f"{config_file} is not valid JSON: {exc}") from exc
-    config = dpt_config_from_hf(hf_config, directory)
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
-    state_dict = convert_state_dict(_read_weights(directory, map_location))
-    model = DPT(config)
-    own = model.state_dict()
-    for key in own.keys() - state_dict.keys():
-        if key.startswith("pretrained.model.head."):
-            state_dict[key] = torch.zeros_like(own[key])
-        elif key.startswith("auxlayer.") and not any(k.startswith("auxlayer.") for k in state_dict):
-            state_dict[key] = own[key]
-    load_into(model, state_dict, source=f"Hugging Face DPT at {directory}")
-    return model.to(map_location).eval()
+    hf_state_dict = _read_weights(directory)
+    where = f"Hugging Face DPT at {directory}"
+    return model_from_hf(hf_config, hf_state_dict, overrides, where).to(map_location)

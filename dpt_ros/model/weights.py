@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dpt_ros.model.dpt import DPT, MODEL_NAMES, build_model, model_config
+from dpt_ros.model.dpt import DPT, MODEL_NAMES, DPTConfig, model_config
 
 __all__ = [
     "REGISTRY",
@@ -92,6 +92,12 @@ class Checkpoint:
     @property
     def urls(self) -> tuple[str, ...]:
         return (self.url, *self.mirrors)
+
+
+def hash_prefix_from_name(name: str) -> str | None:
+    """The sha256 prefix a file name embeds (``x-501f0c75.pt`` -> ``501f0c75``), else None."""
+    match = _HASH_IN_NAME.search(Path(name).name)
+    return match.group(1) if match else None
 
 
 _DPT_RELEASE = "https://github.com/intel-isl/DPT/releases/download/1_0/"
@@ -177,12 +183,6 @@ def default_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def hash_prefix_from_name(name: str) -> str | None:
-    """The sha256 prefix a file name embeds (``x-501f0c75.pt`` -> ``501f0c75``), else None."""
-    match = _HASH_IN_NAME.search(Path(name).name)
-    return match.group(1) if match else None
-
-
 def sha256_of(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -212,9 +212,7 @@ def _is_url(source: str) -> bool:
 _NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
 
 
-def download(
-    url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0
-) -> Path:
+def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically; verify ``sha256`` (prefix or full) if given.
 
     The data goes to a temporary file beside ``dest`` and is renamed only after the hash
@@ -284,8 +282,7 @@ def fetch_checkpoint(
             failures.append(f"{url}: {_reason(exc)}")
     raise WeightsError(
         f"cannot get checkpoint {entry.name!r}: no {looked}, and the download failed "
-        f"({'; '.join(failures)}). "
-        + _no_download_advice(entry.file_name, entry.urls, cache_path)
+        f"({'; '.join(failures)}). " + _no_download_advice(entry.file_name, entry.urls, cache_path)
     )
 
 
@@ -371,7 +368,9 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
 
 def _flatten_state_dict(raw: Any, path: Path) -> dict[str, torch.Tensor]:
     while isinstance(raw, Mapping):
-        nested = next((raw[k] for k in ("state_dict", "model") if isinstance(raw.get(k), Mapping)), None)
+        nested = next(
+            (raw[k] for k in ("state_dict", "model") if isinstance(raw.get(k), Mapping)), None
+        )
         if nested is None:
             break
         raw = nested
@@ -397,33 +396,25 @@ def _examples(keys: Any, n: int = _EXAMPLES) -> str:
     return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
+def _config_of(model: str | DPTConfig) -> DPTConfig:
+    if isinstance(model, DPTConfig):
+        return model
+    try:
+        return model_config(model)
+    except ValueError as exc:
+        raise WeightsError(str(exc)) from None
+
+
 @functools.cache
-def _variant_shapes(name: str) -> dict[str, tuple[int, ...]]:
+def _config_shapes(config: DPTConfig) -> dict[str, tuple[int, ...]]:
     # The meta device builds the module tree without allocating or initialising weights.
     with torch.device("meta"):
-        model = build_model(name)
+        model = DPT(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state_dict.items()}
-
-
-def guess_variants(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """The model names whose state dict has exactly these keys and shapes, best first.
-
-    If none matches exactly, the single closest variant (fewest differing keys) is returned
-    with no guarantee; ``[]`` only for an empty state dict.
-    """
-    own = _shapes(state_dict)
-    exact, scored = [], []
-    for name in MODEL_NAMES:
-        ref = _variant_shapes(name)
-        diff = len(ref.keys() ^ own.keys()) + sum(ref[k] != own[k] for k in ref.keys() & own.keys())
-        (exact if diff == 0 else scored).append((diff, name))
-    if exact:
-        return [name for _, name in exact]
-    return [min(scored)[1]] if scored and own else []
 
 
 def _mismatch_report(
@@ -447,23 +438,55 @@ def _mismatch_report(
     return lines
 
 
-def load_into(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
-) -> nn.Module:
-    """``model.load_state_dict(state_dict, strict=True)`` with an error that explains a mismatch."""
-    report = _mismatch_report(_shapes(model.state_dict()), _shapes(state_dict))
+def guess_variants(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], bool]:
+    """Which of ``MODEL_NAMES`` a state dict is, judged by its keys and shapes.
+
+    Returns ``(names, exact)``: every variant with exactly these keys and shapes (the metric
+    variants share ``dpt_hybrid``'s), or else the single closest one (fewest differing
+    entries) with ``exact`` False.
+    """
+    own = _shapes(state_dict)
+    scored = []
+    for name in MODEL_NAMES:
+        ref = _config_shapes(model_config(name))
+        diff = len(ref.keys() ^ own.keys()) + sum(ref[k] != own[k] for k in ref.keys() & own.keys())
+        scored.append((diff, name))
+    exact = [name for diff, name in scored if diff == 0]
+    return (exact, True) if exact else ([min(scored)[1]], False)
+
+
+def _variant_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    names, exact = guess_variants(state_dict)
+    if exact:
+        return f" The checkpoint looks like {' / '.join(names)}."
+    return f" It is no DPT variant's checkpoint; the closest is {names[0]}."
+
+
+def _check_fits(
+    expected: Mapping[str, tuple[int, ...]],
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    what: str,
+    is_dpt: bool,
+) -> None:
+    report = _mismatch_report(expected, _shapes(state_dict))
     if report:
-        expected_name = getattr(getattr(model, "config", None), "name", None)
-        what = f"model {expected_name!r}" if expected_name else f"{type(model).__name__}"
         message = f"{source} does not fit {what}: " + "; ".join(report) + "."
-        if isinstance(model, DPT):
-            guesses = guess_variants(state_dict)
-            exact = guesses and not _mismatch_report(_variant_shapes(guesses[0]), _shapes(state_dict))
-            if exact:
-                message += f" The checkpoint looks like {' / '.join(guesses)}."
-            elif guesses:
-                message += f" It is not any DPT variant; the closest is {guesses[0]}."
-        raise WeightsError(message)
+        raise WeightsError(message + (_variant_hint(state_dict) if is_dpt else ""))
+
+
+def load_into(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "checkpoint",
+    variant: str | None = None,
+) -> nn.Module:
+    """``model.load_state_dict(state_dict, strict=True)`` with an error that explains a mismatch:
+    missing and unexpected keys and shape differences (counts and examples), and for a DPT which
+    variant the checkpoint looks like. ``variant`` only names the model in that message."""
+    what = f"model {variant!r}" if variant else f"this {type(model).__name__}"
+    _check_fits(_shapes(model.state_dict()), state_dict, source, what, isinstance(model, DPT))
     model.load_state_dict(state_dict, strict=True)
     return model
 
@@ -496,10 +519,10 @@ def resolve_source(
     if text in REGISTRY:
         return fetch_checkpoint(REGISTRY[text], cache_dir=cache, timeout=timeout)
     if _is_url(text):
-        if urllib.parse.urlparse(text).scheme == "file":
-            text = urllib.request.url2pathname(urllib.parse.urlparse(text).path)
-        else:
+        parsed = urllib.parse.urlparse(text)
+        if parsed.scheme != "file":
             return _fetch_url(text, cache, timeout)
+        text = urllib.request.url2pathname(parsed.path)
     path = Path(text).expanduser()
     if path.exists():
         by_name = {c.file_name: c for c in REGISTRY.values()}
@@ -518,43 +541,56 @@ def load_model(
     source: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     *,
-    model: str | None = None,
+    model: str | DPTConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> DPT:
     """A DPT with weights, in eval mode.
 
     ``source``: a registry name (``REGISTRY``), a checkpoint path or URL (``.pt``/``.pth``/
-    ``.bin``/``.safetensors``), or a Hugging Face ``transformers`` DPT directory. ``model`` names
-    the variant to build; without it a registry entry gives its own, and a bare file is matched
-    against every variant's keys and shapes. The fine-tuned metric variants (``dpt_hybrid_kitti``
-    / ``_nyu``) have the same keys as ``dpt_hybrid``: a bare file of theirs needs
-    ``model=`` (or its release file name) to get the metric output.
+    ``.bin``/``.safetensors``), or a Hugging Face ``transformers`` DPT directory.
+    ``model``: the variant (a name or a ``DPTConfig``) to build. Without it a registry entry or
+    release file name gives its own, and any other file is matched against every variant's keys
+    and shapes; the fine-tuned metric variants (``dpt_hybrid_kitti`` / ``_nyu``) have the keys of
+    ``dpt_hybrid``, so a renamed file of theirs needs ``model=`` to give metres.
+    ``cache_dir``: where downloads go (default ``torch.hub.get_dir()/checkpoints``).
     """
     text = os.fspath(source)
     path = resolve_source(text, cache_dir=cache_dir)
     if path.is_dir():
-        from dpt_ros.model import hf
-
-        overrides = {}
-        if model is not None:
-            # The HF config fixes the architecture; a named variant must have the same shapes
-            # and contributes what HF configs cannot express (the metric variants' inversion).
-            reference = model_config(model)
-            overrides = {"metric_scale": reference.metric_scale, "metric_shift": reference.metric_shift}
-        net = hf.load_hf_model(path, map_location=map_location, overrides=overrides)
-        if model is not None:
-            report = _mismatch_report(_variant_shapes(model), _shapes(net.state_dict()))
-            if report:
-                raise WeightsError(
-                    f"Hugging Face DPT at {path} does not fit model {model!r}: "
-                    + "; ".join(report) + "."
-                )
-        return net
-    state_dict = read_state_dict(path, map_location=map_location)
-    name = model or _variant_for(text, path, state_dict)
-    net = build_model(name)
-    load_into(net, state_dict, source=str(path))
+        return _load_hf_dir(path, map_location, model)
+    state_dict = read_state_dict(path)
+    if model is None:
+        model = _variant_for(text, path, state_dict)
+    config = _config_of(model)
+    # Checked before building, so a wrong file costs no full-size model allocation.
+    what = f"model {model!r}" if isinstance(model, str) else "the given DPTConfig"
+    _check_fits(_config_shapes(config), state_dict, str(path), what, is_dpt=True)
+    net = DPT(config)
+    net.load_state_dict(state_dict, strict=True)
     return net.to(map_location).eval()
+
+
+def _load_hf_dir(
+    path: Path, map_location: str | torch.device, model: str | DPTConfig | None
+) -> DPT:
+    from dpt_ros.model import hf
+
+    overrides = {}
+    if model is not None:
+        # The HF config fixes the architecture; a named variant must have the same shapes and
+        # contributes what HF configs cannot express (the metric variants' fixed inversion).
+        reference = _config_of(model)
+        if reference.metric_scale is not None:
+            overrides = {
+                "metric_scale": reference.metric_scale,
+                "metric_shift": reference.metric_shift,
+            }
+    net = hf.load_hf_model(path, map_location=map_location, overrides=overrides)
+    if model is not None:
+        what = f"model {model!r}" if isinstance(model, str) else "the given DPTConfig"
+        expected = _config_shapes(_config_of(model))
+        _check_fits(expected, net.state_dict(), f"Hugging Face DPT at {path}", what, is_dpt=True)
+    return net
 
 
 def _variant_for(source: str, path: Path, state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -563,12 +599,12 @@ def _variant_for(source: str, path: Path, state_dict: Mapping[str, torch.Tensor]
     for entry in REGISTRY.values():
         if path.name == entry.file_name:
             return entry.model
-    guesses = guess_variants(state_dict)
-    if guesses and not _mismatch_report(_variant_shapes(guesses[0]), _shapes(state_dict)):
-        return guesses[0]
-    closest = guesses[0] if guesses else MODEL_NAMES[0]
-    report = _mismatch_report(_variant_shapes(closest), _shapes(state_dict))
+    names, exact = guess_variants(state_dict)
+    if exact:
+        return names[0]
+    report = _mismatch_report(_config_shapes(model_config(names[0])), _shapes(state_dict))
     raise WeightsError(
         f"{path} is not a checkpoint of any DPT variant ({', '.join(MODEL_NAMES)}); against the "
-        f"closest, {closest}: " + "; ".join(report) + "."
+        f"closest, {names[0]}: " + "; ".join(report) + ". Pass model=<name or DPTConfig> if it "
+        "is a custom configuration."
     )

@@ -93,7 +93,7 @@ _YUV_TO_RGB = {
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUT)
 ZERO_COPY_ENCODINGS: frozenset[str] = frozenset({"rgb8", "rgba8"})
-DEPTH_ENCODINGS: tuple[str, ...] = ("32FC1", "16UC1", "mono16")
+DEPTH_ENCODINGS: tuple[str, ...] = ("32FC1", "16UC1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def make_header(stamp_ns: int, frame_id: str) -> Header:
 def _byte_view(data: Any) -> np.ndarray:
     """A flat uint8 view over a message's ``data`` without copying where the buffer allows."""
     if isinstance(data, np.ndarray):
-        if data.dtype == np.uint8 and data.ndim == 1:
+        if data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous:
             return data
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     try:
@@ -273,8 +273,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
 def image_to_depth(msg: Any) -> np.ndarray:
     """Depth ``sensor_msgs/Image`` -> float32 (H, W) metres, NaN where unknown (REP 118).
 
-    32FC1 is metres (non-finite stays NaN; zero-copy when in host byte order); 16UC1/mono16 is
-    millimetres with 0 meaning unknown.
+    32FC1 is metres (non-finite stays NaN; zero-copy when in host byte order); 16UC1 is
+    millimetres with 0 meaning unknown (the two encodings REP 118 allows).
     """
     encoding = str(msg.encoding)
     if encoding not in DEPTH_ENCODINGS:
@@ -567,13 +567,18 @@ def pointcloud2_to_xyz(
             raise PointCloudConversionError(
                 f"PointCloud2 field {field.name!r} has count {field.count}; expected 1"
             )
-    xyz = np.empty(points.shape + (3,), dtype=dtype)
-    for axis, name in enumerate(("x", "y", "z")):
-        xyz[..., axis] = points[name]
     if keep_organized:
-        return xyz
-    xyz = xyz.reshape(-1, 3)
-    return xyz[np.isfinite(xyz).all(axis=1)]
+        grid = np.empty(points.shape + (3,), dtype=dtype)
+        for axis, name in enumerate(("x", "y", "z")):
+            grid[..., axis] = points[name]
+        return grid
+    columns = [points[name].reshape(-1) for name in ("x", "y", "z")]
+    # per-column tests and gathers: several times faster than isfinite(...).all(axis=1) on Nx3
+    finite = np.isfinite(columns[0]) & np.isfinite(columns[1]) & np.isfinite(columns[2])
+    xyz = np.empty((int(np.count_nonzero(finite)), 3), dtype=dtype)
+    for axis, column in enumerate(columns):
+        xyz[:, axis] = column[finite]
+    return xyz
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -610,31 +615,24 @@ def xyzrgb_to_pointcloud2(
     grid = points.shape[:-1] if points.ndim == 3 else (1, points.shape[0])
     xyz = points.reshape(-1, 3)
     colours = None if rgb is None else rgb.reshape(-1, 3)
-    finite = np.isfinite(xyz).all(axis=1)
+    finite = np.isfinite(xyz[:, 0]) & np.isfinite(xyz[:, 1]) & np.isfinite(xyz[:, 2])
     if organized:
         height, width = grid
         is_dense = bool(finite.all())
     else:
         if not finite.all():
-            xyz = xyz[finite]
-            colours = None if colours is None else colours[finite]
+            # integer take is several times faster than boolean-mask indexing of Nx3 rows
+            kept = np.flatnonzero(finite)
+            xyz = np.take(xyz, kept, axis=0)
+            colours = None if colours is None else np.take(colours, kept, axis=0)
         height, width = 1, xyz.shape[0]
         is_dense = True
 
     names = ["x", "y", "z"] + ([] if colours is None else ["rgb"])
-    layout = np.dtype(
-        {
-            "names": names,
-            "formats": ["=f4", "=f4", "=f4", "=u4"][: len(names)],
-            "offsets": [0, 4, 8, 12][: len(names)],
-            "itemsize": 4 * len(names),
-        }
-    )
-    cloud = np.empty(height * width, dtype=layout)
-    for axis, name in enumerate(("x", "y", "z")):
-        cloud[name] = xyz[:, axis]
+    cloud = np.empty((height * width, len(names)), dtype=np.float32)
+    cloud[:, :3] = xyz
     if colours is not None:
-        cloud["rgb"] = _pack_rgb(colours)
+        cloud.view(np.uint32)[:, 3] = _pack_rgb(colours)
 
     msg = PointCloud2()
     msg.header = copy_header(header)
@@ -644,8 +642,8 @@ def xyzrgb_to_pointcloud2(
         for i, name in enumerate(names)
     ]
     msg.is_bigendian = HOST_IS_BIGENDIAN
-    msg.point_step = layout.itemsize
-    msg.row_step = layout.itemsize * int(width)
+    msg.point_step = 4 * len(names)
+    msg.row_step = 4 * len(names) * int(width)
     msg.is_dense = is_dense
     msg.data = _to_message_bytes(cloud)
     return msg
