@@ -34,6 +34,9 @@ _HYPOTHESES_PER_BATCH = 32
 _LOCAL_OPTIMISATION_STEPS = 2
 # IRLS iterations before the last run on about this many points (the last uses all inliers).
 _IRLS_SUBSET = 8192
+# LiDAR depths (strided subset) sorted to find the best flat-scene model; its share of points
+# is known to about 1 %, far below the margin of min_gain_over_flat.
+_FLAT_SUBSET = 4096
 
 
 def _param(default, description: str, *, bounds=None, choices=None):
@@ -72,6 +75,12 @@ class AlignConfig:
     min_inlier_ratio: float = _param(
         0.3,
         "smallest inlier share of the valid LiDAR points for a robust fit to be accepted",
+        bounds=(0.0, 1.0),
+    )
+    min_gain_over_flat: float = _param(
+        0.1,
+        "share of the LiDAR points that the best single depth leaves unexplained which the fit "
+        "must explain; rejects flat fits of predictions that carry no depth (0 disables)",
         bounds=(0.0, 1.0),
     )
     max_iterations: int = _param(
@@ -171,6 +180,7 @@ class AlignConfig:
             "residual_threshold",
             "min_inliers",
             "min_inlier_ratio",
+            "min_gain_over_flat",
             "max_iterations",
             "confidence",
             "sample_size",
@@ -303,7 +313,9 @@ class ScaleShiftFit:
 
     ``inliers`` is a bool mask over the input points. Residual statistics are relative depth
     residuals over the inliers. ``pred_range`` is the (min, max) prediction over the inliers:
-    the range where the fit is supported by data.
+    the range where the fit is supported by data. ``flat_inlier_ratio`` is the share of the
+    valid points that the best single depth explains within the same threshold (NaN when the
+    check against a flat scene did not run).
     """
 
     scale: float
@@ -319,10 +331,17 @@ class ScaleShiftFit:
     method: str = "ransac"
     pred_semantics: str = "relative_inverse_depth"
     iterations: int = 0
+    flat_inlier_ratio: float = math.nan
 
     @property
     def inlier_ratio(self) -> float:
         return self.n_inliers / self.n_points if self.n_points else 0.0
+
+    @property
+    def gain_over_flat(self) -> float:
+        """Share of the points the best single depth leaves unexplained that the fit explains:
+        an R-squared against a flat scene, counting inliers instead of summing squares."""
+        return _gain_over_flat(self.inlier_ratio, self.flat_inlier_ratio)
 
 
 def fit_scale_shift(
@@ -336,6 +355,7 @@ def fit_scale_shift(
     residual_threshold: float = 0.1,
     min_inliers: int = 20,
     min_inlier_ratio: float = 0.3,
+    min_gain_over_flat: float = 0.1,
     max_iterations: int = 200,
     confidence: float = 0.999,
     sample_size: int = 2000,
@@ -354,6 +374,14 @@ def fit_scale_shift(
     Tukey weights on the inliers. Robust fits (ransac, or any refine) must reach
     ``min_inliers`` and ``min_inlier_ratio``; every fit needs a positive, finite scale.
 
+    Every fit must also beat a flat scene: of the valid points that no single depth explains
+    within ``residual_threshold``, it must explain at least ``min_gain_over_flat``. A
+    prediction without depth information (noise, a constant) otherwise passes with a near-zero
+    scale whenever enough LiDAR points share one depth (ground rings, a wall), and every pixel
+    gets that depth. The same holds for ``scale_only``: a flat prediction scaled to the most
+    common LiDAR depth explains no more than that depth does. LiDAR that sees a single depth
+    (within the threshold) cannot confirm any prediction, so such fits fail too.
+
     Points with non-finite values, a depth outside (min_depth, max_depth] or a non-positive
     weight are ignored. Degenerate data gives ``ok=False`` and a reason, never an exception.
     """
@@ -367,6 +395,7 @@ def fit_scale_shift(
         residual_threshold,
         min_inliers,
         min_inlier_ratio,
+        min_gain_over_flat,
         max_iterations,
         confidence,
         sample_size,
@@ -392,6 +421,7 @@ def fit_scale_shift(
                 residual_threshold,
                 min_inliers,
                 min_inlier_ratio,
+                min_gain_over_flat,
                 max_iterations,
                 confidence,
                 sample_size,
@@ -424,6 +454,7 @@ def _check_fit_arguments(
     residual_threshold,
     min_inliers,
     min_inlier_ratio,
+    min_gain_over_flat,
     max_iterations,
     confidence,
     sample_size,
@@ -450,6 +481,7 @@ def _check_fit_arguments(
         ("residual_threshold", residual_threshold, residual_threshold > 0.0),
         ("min_inliers", min_inliers, min_inliers >= 1),
         ("min_inlier_ratio", min_inlier_ratio, 0.0 <= min_inlier_ratio <= 1.0),
+        ("min_gain_over_flat", min_gain_over_flat, 0.0 <= min_gain_over_flat <= 1.0),
         ("max_iterations", max_iterations, max_iterations >= 1),
         ("confidence", confidence, 0.0 < confidence < 1.0),
         ("sample_size", sample_size, sample_size >= 2),
@@ -483,6 +515,7 @@ def _fit(
     threshold,
     min_inliers,
     min_inlier_ratio,
+    min_gain_over_flat,
     max_iterations,
     confidence,
     sample_size,
@@ -616,6 +649,29 @@ def _fit(
                 inliers,
                 **stats,
             )
+    if min_gain_over_flat > 0.0:
+        flat = _flat_inlier_ratio(d, threshold)
+        stats["flat_inlier_ratio"] = flat
+        gain = _gain_over_flat(n_inliers / n, flat)
+        if gain < min_gain_over_flat:
+            if flat >= 1.0:
+                why = (
+                    f"every LiDAR point is within the residual threshold ({threshold:.3g}) of one "
+                    "depth, so the prediction's depth structure cannot be checked"
+                )
+            else:
+                why = (
+                    f"inlier ratio {n_inliers / n:.2f} vs {flat:.2f} for the best single depth: "
+                    "the fit explains no more of the LiDAR than a flat scene would"
+                )
+            return fail(
+                f"gain over flat {gain:.2f} below {min_gain_over_flat:.2f}: {why}",
+                n,
+                scale,
+                shift,
+                inliers,
+                **stats,
+            )
     return ScaleShiftFit(
         float(scale), float(shift), inliers, True, "ok", n_points=n, **meta, **stats
     )
@@ -732,6 +788,27 @@ def _ransac(p, d, rng, scale_only, threshold, max_iterations, confidence, sample
         (float(ps[inside].min()), float(ps[inside].max())) if inside.any() else (math.nan, math.nan)
     )
     return best[0], best[1], drawn, support
+
+
+def _flat_inlier_ratio(d: np.ndarray, threshold: float) -> float:
+    """Largest share of the depths one constant inverse depth c explains, |c * d - 1| <
+    threshold: the fullest window of width log((1 + thr) / (1 - thr)) over sorted log depth."""
+    if threshold >= 1.0:
+        return 1.0  # a small enough c is within the threshold of every point
+    log_d = np.log(d[:: -(-d.size // _FLAT_SUBSET)])
+    log_d.sort()
+    width = math.log1p(threshold) - math.log1p(-threshold)
+    count = np.searchsorted(log_d, log_d + width)
+    count -= np.arange(log_d.size)
+    return float(count.max()) / log_d.size
+
+
+def _gain_over_flat(inlier_ratio: float, flat_inlier_ratio: float) -> float:
+    if not math.isfinite(flat_inlier_ratio):
+        return math.nan
+    if flat_inlier_ratio >= 1.0:
+        return 0.0  # nothing beyond a single depth to explain
+    return (inlier_ratio - flat_inlier_ratio) / (1.0 - flat_inlier_ratio)
 
 
 def _ransac_iterations(inlier_share: float, minimal: int, confidence: float, cap: int) -> int:

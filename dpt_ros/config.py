@@ -283,6 +283,12 @@ class InputSettings:
         "largest |image stamp - LiDAR stamp| (seconds) for a scan to be used with an image",
         range=(0.0, 10.0),
     )
+    lidar_wait: float = _param(
+        0.05,
+        "when the newest scan is older than the image, seconds the worker waits for one with "
+        "the image's stamp (a LiDAR driver often publishes after the camera); 0 = do not wait",
+        range=(0.0, 5.0),
+    )
     lidar_buffer_size: int = _param(
         10, "LiDAR scans kept for matching to images by stamp", range=(1, 1000), read_only=True
     )

@@ -476,12 +476,12 @@ class Engine:
     def _start_cuda(self, frames: list[np.ndarray], kinds: tuple[str, ...]) -> _Pending:
         n = len(frames)
         height, width = frames[0].shape[:2]
-        t0 = time.perf_counter()
         pool = self._pool(n, height, width)
         slot = pool.next_slot()
         if slot.owner is not None:
             # The ring is full: the oldest frame must leave its slot before the slot is reused.
             self._resolve(slot.owner)
+        t0 = time.perf_counter()
         for i, rgb in enumerate(frames):
             np.copyto(slot.host_in_np[i], rgb)
         host_copy_ms = (time.perf_counter() - t0) * 1e3

@@ -76,6 +76,10 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     write_atomically(path, write)
 
 
+def _write_rgb_png(path: Path, rgb: np.ndarray) -> None:
+    _write_png(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
 def _write_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -111,7 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from dpt_ros.engine import Engine, EngineConfig
-    from dpt_ros.viz import colorize_depth, overlay
+    from dpt_ros.viz import colorize_depth, colorize_inverse_depth, overlay
 
     inputs = [p.resolve() for p in args.images]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,19 +140,21 @@ def run(args: argparse.Namespace) -> int:
         targets = [out_dir / f"{stem}{suffix}" for suffix in _SUFFIXES]
         clash = set(targets) & set(inputs)
         if clash:
-            raise ValueError(f"refusing to overwrite input {sorted(clash)[0]}: choose another --out")
+            first = sorted(clash)[0]
+            raise ValueError(f"refusing to overwrite input {first}: choose another --out")
         rgb = read_rgb(path)
         pred = engine.infer(rgb, want_depth=not is_segmentation, want_labels=is_segmentation)
         if pred.depth is not None:
             metric = pred.depth_semantics == "metric_depth"
             _write_npy(out_dir / f"{stem}_depth.npy", pred.depth.astype(np.float32))
             _write_png(out_dir / f"{stem}_depth.png", depth_to_png16(pred.depth, metric))
-            preview = colorize_depth(pred.depth, inverse=not metric)
-            _write_png(out_dir / f"{stem}_depth_color.png", cv2.cvtColor(preview, cv2.COLOR_RGB2BGR))
+            colorize = colorize_depth if metric else colorize_inverse_depth
+            preview = colorize(pred.depth)
+            _write_rgb_png(out_dir / f"{stem}_depth_color.png", preview)
         if pred.labels is not None:
             _write_png(out_dir / f"{stem}_labels.png", pred.labels)
             blended = overlay(rgb, pred.labels)
-            _write_png(out_dir / f"{stem}_segmentation.png", cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+            _write_rgb_png(out_dir / f"{stem}_segmentation.png", blended)
         timing = ", ".join(f"{k} {v:.1f} ms" for k, v in pred.timings.items())
         print(f"{path.name} -> {out_dir}/{stem}_* ({rgb.shape[1]}x{rgb.shape[0]}; {timing})")
     return 0

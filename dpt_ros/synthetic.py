@@ -44,6 +44,8 @@ class Plane:
 
 @dataclass(frozen=True, eq=False)
 class Scene:
+    """A frame with its ground truth: what a robot's camera and LiDAR would deliver."""
+
     rgb: np.ndarray  # (H, W, 3) uint8
     depth: np.ndarray  # (H, W) float32 z-depth in metres; inf where the ray hits nothing (sky)
     labels: np.ndarray  # (H, W) uint8: 0 sky, 1 ground, 2 wall/plane, 3+ boxes
@@ -184,7 +186,9 @@ def make_scene(
     dirs_lidar = np.stack(
         [np.cos(e) * np.cos(azimuth), np.cos(e) * np.sin(azimuth), np.sin(e)], axis=-1
     ).reshape(-1, 3)
-    ranges, _ = raycast(T[:3, 3], dirs_lidar @ T[:3, :3].T, prims)
+    rotation = T.copy()
+    rotation[:3, 3] = 0.0
+    ranges, _ = raycast(T[:3, 3], transform_points(rotation, dirs_lidar), prims)
     hit = ranges <= lidar_max_range
     dirs_lidar, ranges = dirs_lidar[hit], ranges[hit]
     points, outlier = _perturb_ranges(

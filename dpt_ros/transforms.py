@@ -7,7 +7,8 @@ mean = std = 0.5 to about [-1, 1]. The bicubic resize is not clamped, as the aut
 
 `preprocess_image` is the numpy/OpenCV path (the authors' own, float64 ``cv2.INTER_CUBIC``);
 `preprocess_tensor` does the same on whatever device a tensor lives on with PyTorch's bicubic
-(same a = -0.75 kernel and pixel-centre convention; they agree to ~1e-6).
+(same a = -0.75 kernel and pixel-centre convention; on camera images they agree to ~2e-5,
+OpenCV computing its float coefficients in single precision).
 """
 
 from __future__ import annotations

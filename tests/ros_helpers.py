@@ -57,6 +57,26 @@ def gray_inverse_depth() -> Any:
     return GrayInverseDepth()
 
 
+def ground_rows() -> Any:
+    """Plug-in for real street images: output = image row, 0 at the top, 1 at the bottom.
+
+    For a flat road seen by a level camera, inverse depth is affine in the image row, so after
+    the LiDAR fit this "network" gets the road right and everything standing on it wrong: a
+    known, checkable answer on real data (the RANSAC inliers are the road).
+    """
+    import torch
+
+    class GroundRows(torch.nn.Module):
+        output_semantics = "relative_inverse_depth"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, _, height, width = x.shape
+            rows = torch.linspace(0.0, 1.0, height, dtype=x.dtype, device=x.device)
+            return rows.view(1, height, 1).expand(n, height, width).contiguous()
+
+    return GroundRows()
+
+
 def grey_level_segmentation() -> Any:
     """Plug-in segmentation: 3 classes by grey level (< 1/3, < 2/3, rest), as logits.
 
@@ -132,10 +152,13 @@ class NodeProcess:
             args += ["-r", f"__ns:={namespace}"]
         for source, target in (remaps or {}).items():
             args += ["-r", f"{source}:={target}"]
-        args += parameter_args(parameters or {})
+        # Parameter files first: rcl lets later sources override earlier ones.
         args += list(extra_args)
+        args += parameter_args(parameters or {})
         self.args = args
-        self._log = tempfile.NamedTemporaryFile(prefix="depth_node_", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
+            prefix="depth_node_", suffix=".log", delete=False
+        )
         self.process = subprocess.Popen(
             args,
             cwd=REPO,
@@ -206,6 +229,7 @@ class TestPeer:
         self.arrival: dict[str, list[float]] = defaultdict(list)
         self._lock = threading.Lock()
         self._publishers: dict[str, Any] = {}
+        self._subscriptions: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -227,7 +251,9 @@ class TestPeer:
             qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST,
                 depth=10,
-                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                reliability=ReliabilityPolicy.RELIABLE
+                if reliable
+                else ReliabilityPolicy.BEST_EFFORT,
             )
             self._publishers[key] = self.node.create_publisher(msg_type, topic, qos)
         return self._publishers[key]
@@ -248,7 +274,10 @@ class TestPeer:
                 self.received[topic].append(msg)
                 self.arrival[topic].append(time.perf_counter())
 
-        self.node.create_subscription(msg_type, topic, record, qos)
+        self._subscriptions[topic] = self.node.create_subscription(msg_type, topic, record, qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.node.destroy_subscription(self._subscriptions.pop(topic))
 
     def messages(self, topic: str) -> list[Any]:
         with self._lock:
@@ -285,9 +314,7 @@ class TestPeer:
     def wait_for_publishers(self, topics: Iterable[str], timeout: float = 30.0) -> bool:
         topics = list(topics)
         return bool(
-            self.wait_for(
-                lambda: all(self.node.count_publishers(t) > 0 for t in topics), timeout
-            )
+            self.wait_for(lambda: all(self.node.count_publishers(t) > 0 for t in topics), timeout)
         )
 
     # ---------------------------------------------------------------- parameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -133,6 +134,102 @@ def test_prediction_that_disagrees_with_lidar_gives_no_fit() -> None:
         assert "scale" in fit.reason
 
 
+# ------------------------------------------------- predictions that carry no depth information
+@functools.cache
+def _scene_samples(layout: str, seed: int, outliers: float = 0.0):
+    """A synthetic scene and its LiDAR projected into the camera (cached: ray casting is slow)."""
+    scene = make_scene(320, 240, layout=layout, seed=seed, lidar_outlier_share=outliers)
+    return scene, project_lidar(scene.lidar_points, scene.T_cam_lidar, scene.camera)
+
+
+def test_flat_fit_of_a_noise_prediction_is_rejected() -> None:
+    """The reported bug: on the street scene a uniform-noise prediction passes every other check
+    with a near-zero scale (every pixel at the most common LiDAR depth)."""
+    _, proj = _scene_samples("street", 1)
+    noise = np.random.default_rng(1).uniform(0.0, 1.0, (240, 320))
+    values = sample_prediction(noise, proj)
+    unchecked = fit_scale_shift(values, proj.depth, min_gain_over_flat=0.0)
+    assert unchecked.ok and unchecked.scale < 1e-3  # the flat fit the check exists for
+    assert math.isnan(unchecked.flat_inlier_ratio)
+    fit = fit_scale_shift(values, proj.depth)
+    assert not fit.ok
+    assert fit.reason.startswith("gain over flat") and "below 0.10" in fit.reason
+    assert f"{fit.inlier_ratio:.2f} vs {fit.flat_inlier_ratio:.2f}" in fit.reason
+    assert fit.inlier_ratio >= 0.3  # the inlier ratio alone would have accepted it
+    assert fit.gain_over_flat < 0.02
+    assert (fit.scale, fit.shift) == (unchecked.scale, unchecked.shift)  # kept for diagnostics
+
+
+@pytest.mark.parametrize("layout", ["street", "boxes", "planes"])
+@pytest.mark.parametrize(
+    ("method", "refine"), [("ransac", "huber"), ("ransac", "none"), ("lstsq", "none")]
+)
+def test_noise_predictions_never_fit(layout: str, method: str, refine: str) -> None:
+    # min_inlier_ratio=0 so that the inlier ratio cannot reject them first.
+    gain_rejections = 0
+    for seed in range(4):
+        _, proj = _scene_samples(layout, seed)
+        noise = np.random.default_rng(seed).uniform(0.0, 1.0, (240, 320))
+        values = sample_prediction(noise, proj)
+        fit = fit_scale_shift(values, proj.depth, method, refine=refine, min_inlier_ratio=0.0)
+        assert not fit.ok, (seed, fit.reason)
+        if fit.scale > 0:  # the others fail as "non-positive scale"
+            assert "gain over flat" in fit.reason, (seed, fit.reason)
+            assert fit.gain_over_flat < 0.05
+            gain_rejections += 1
+    assert gain_rejections >= 2
+
+
+@pytest.mark.parametrize("scale_only", [False, True])
+def test_constant_prediction_is_rejected(scale_only: bool) -> None:
+    _, proj = _scene_samples("street", 2)
+    rng = np.random.default_rng(2)
+    if scale_only:  # a metric model that says 7 m everywhere, give or take a millimetre
+        pred = 7.0 + 1e-3 * rng.standard_normal(len(proj))
+        semantics = "metric_depth"
+    else:
+        pred = 0.5 + 1e-4 * rng.standard_normal(len(proj))
+        semantics = "relative_inverse_depth"
+    kwargs = {"scale_only": scale_only, "pred_semantics": semantics, "min_inlier_ratio": 0.0}
+    fit = fit_scale_shift(pred, proj.depth, **kwargs)
+    assert not fit.ok and "gain over flat" in fit.reason, fit.reason
+    assert fit.gain_over_flat < 0.05
+    # The check is what rejects it: without it the flat fit goes through.
+    assert fit_scale_shift(pred, proj.depth, min_gain_over_flat=0.0, **kwargs).ok
+
+
+@pytest.mark.parametrize("layout", ["street", "boxes", "planes"])
+@pytest.mark.parametrize("outliers", [0.3, 0.5])
+def test_noisy_true_prediction_with_many_outliers_still_fits(layout: str, outliers: float) -> None:
+    for seed in range(2):
+        scene, proj = _scene_samples(layout, seed, outliers)
+        truth = np.where(np.isfinite(scene.depth), scene.depth, np.inf)
+        pred = make_relative_prediction(truth, noise=0.05, seed=seed)
+        fit = fit_scale_shift(sample_prediction(pred, proj), proj.depth)
+        assert fit.ok, (seed, fit.reason)
+        assert fit.gain_over_flat > 0.3 and 0.0 < fit.flat_inlier_ratio < 0.5
+        metric = affine_to_depth(pred, fit.scale, fit.shift, 0.1, 1000.0)
+        assert absrel(metric, scene.depth) < 0.08
+        # A metric model with the same errors, 20 % off in scale, fitted by scale alone.
+        inverse = make_relative_prediction(truth, scale=1.0, shift=0.0, noise=0.05, seed=seed)
+        with np.errstate(divide="ignore"):
+            metres = 1.2 / inverse  # sky: inverse depth 0, infinitely far
+        values = sample_prediction(metres, proj)
+        scaled = fit_scale_shift(values, proj.depth, scale_only=True, pred_semantics="metric_depth")
+        assert scaled.ok and scaled.scale == pytest.approx(1.2, rel=0.03), scaled.reason
+
+
+@pytest.mark.parametrize("scale_only", [False, True])
+def test_lidar_that_sees_a_single_depth_cannot_confirm_a_prediction(scale_only: bool) -> None:
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(4.8, 5.2, 1000)  # a wall: every point within 4 % of 5 m
+    pred = 1.0 / depth if scale_only else 2.0 / depth + 0.1
+    fit = fit_scale_shift(pred, depth, scale_only=scale_only)
+    assert not fit.ok and fit.flat_inlier_ratio == 1.0
+    assert "within the residual threshold (0.1) of one depth" in fit.reason
+    assert fit_scale_shift(pred, depth, scale_only=scale_only, min_gain_over_flat=0.0).ok
+
+
 def _degenerate_cases():
     pred, depth = affine_data(50)
     nan_pred = pred.copy()
@@ -184,6 +281,8 @@ def test_nan_points_are_ignored_not_fatal() -> None:
         ({"residual_threshold": 0.0}, "residual_threshold"),
         ({"weights": np.ones(3)}, "weights"),
         ({"pred_semantics": "disparity"}, "pred_semantics"),
+        ({"min_gain_over_flat": 1.5}, "min_gain_over_flat"),
+        ({"min_gain_over_flat": -0.1}, "min_gain_over_flat"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
@@ -376,6 +475,9 @@ def test_align_config_fields_are_described_and_validated() -> None:
         assert "range" in field.metadata or "choices" in field.metadata or field.type == "bool"
     fit = fit_scale_shift(*affine_data(), **config.fit_kwargs())
     assert fit.ok
+    assert config.fit_kwargs()["min_gain_over_flat"] == config.min_gain_over_flat == 0.1
+    strict = AlignConfig(min_gain_over_flat=0.99).fit_kwargs()
+    assert not fit_scale_shift(*affine_data(noise=0.05), **strict).ok
     for bad, message in [
         ({"method": "magic"}, "method"),
         ({"residual_threshold": 0.0}, "residual_threshold"),
@@ -383,6 +485,7 @@ def test_align_config_fields_are_described_and_validated() -> None:
         ({"scale_only": 1}, "true or false"),
         ({"min_depth": 10.0, "max_depth": 5.0}, "below"),
         ({"zbuffer_window": 4}, "odd"),
+        ({"min_gain_over_flat": 1.5}, "min_gain_over_flat"),
     ]:
         with pytest.raises(ValueError, match=message):
             AlignConfig(**bad)

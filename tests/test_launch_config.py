@@ -452,3 +452,19 @@ def test_engine_and_pipeline_configs_follow_the_settings() -> None:
         True,
         "lstsq",
     )
+
+
+def test_bag_and_webcam_settings_share_the_schema() -> None:
+    from dpt_ros.config import BagSettings, WebcamSettings
+
+    bag = settings_from_mapping({"net_size": 256, "points_topic": "/velo"}, BagSettings)
+    assert (bag.model.net_size, bag.points_topic, bag.align.method) == (256, "/velo", "ransac")
+    webcam = settings_from_mapping({"source": "video.mp4", "viz": {"colormap": "gray"}},
+                                   WebcamSettings)  # fmt: skip
+    assert (webcam.source, webcam.viz.colormap, webcam.model.model) == (
+        "video.mp4",
+        "gray",
+        "dpt_hybrid",
+    )
+    with pytest.raises(ConfigError, match="'use_lidar'"):
+        settings_from_mapping({"use_lidar": True}, WebcamSettings)

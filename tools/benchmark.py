@@ -23,6 +23,7 @@ host RSS, peak device memory}, ratios, checks (same-weights proof), notes.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import sys
@@ -168,9 +169,7 @@ def build_models(args: argparse.Namespace, notes: list[str]):
         try:
             from transformers import DPTForDepthEstimation
 
-            from dpt_ros.model.hf import is_hf_model_dir
-
-            if args.weights and is_hf_model_dir(args.weights):
+            if args.weights and (Path(args.weights) / "config.json").is_file():
                 hf = DPTForDepthEstimation.from_pretrained(args.weights, local_files_only=True)
                 ours = create_model(args.model, args.weights)
             elif args.weights != "random" or args.model not in MODEL_NAMES:
@@ -179,12 +178,12 @@ def build_models(args: argparse.Namespace, notes: list[str]):
                     "transformers DPT folder; dpt_ros maps weights from transformers only"
                 )
             else:
-                torch.manual_seed(0)
                 hf = DPTForDepthEstimation(hf_config_for(args.model))
+                _fill_fan_in(hf)
                 with tempfile.TemporaryDirectory() as folder:
                     hf.save_pretrained(folder)
                     ours = load_model(folder)
-            hf = _wrap_hybrid_embeddings(hf.eval())
+            hf = _allow_non_square(hf.eval())
         except Exception as exc:  # the benchmark still runs the other systems
             hf = None
             notes.append(f"transformers skipped: {type(exc).__name__}: {exc}")
@@ -193,18 +192,54 @@ def build_models(args: argparse.Namespace, notes: list[str]):
     return ours, hf
 
 
-def _wrap_hybrid_embeddings(hf):
-    """transformers' DPT-Hybrid refuses non-square inputs unless its position embedding is
-    interpolated, which DPTForDepthEstimation does not pass down; dpt_ros (and the authors)
-    always interpolate, so turn it on to compare the same computation."""
-    embeddings = hf.dpt.embeddings
-    if "interpolate_pos_encoding" in embeddings.forward.__code__.co_varnames:
-        original = embeddings.forward
+def _fill_fan_in(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights with gain ~1 per layer (the rule of ../shared/dpt_reference/fill.py).
+    transformers' own init (normal, std 0.02) lets the non-negative head output all zeros,
+    which would make the same-weights check below vacuous."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            if not tensor.is_floating_point():
+                continue
+            z = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "running_var":
+                value = 1 + 0.1 * z.abs()
+            elif leaf == "weight" and tensor.dim() == 1:
+                value = 1 + 0.02 * z
+            elif leaf == "weight":
+                value = z / tensor[0].numel() ** 0.5
+            elif leaf.endswith(("position_embeddings", "cls_token")):
+                value = 0.5 * z
+            else:
+                value = 0.02 * z
+            tensor.copy_(value.to(tensor.dtype))
 
-        def forward(pixel_values, **kwargs):
-            return original(pixel_values, interpolate_pos_encoding=True)
 
-        embeddings.forward = forward
+def _allow_non_square(hf):
+    """transformers' DPT reshapes tokens to a square grid in its neck (and its hybrid refuses
+    non-square inputs unless the position embedding is interpolated, which
+    DPTForDepthEstimation does not pass down). The authors' aspect-keeping 384x512 input needs
+    the real grid, so hand it over; the computation is otherwise transformers' own."""
+    patch = hf.config.patch_size
+    grid: dict[str, tuple[int, int]] = {}
+    embeddings, neck = hf.dpt.embeddings, hf.neck
+    embed, reassemble = embeddings.forward, neck.forward
+    interpolate = "interpolate_pos_encoding" in inspect.signature(embed).parameters
+
+    def embeddings_forward(pixel_values, *args, **kwargs):
+        grid["hw"] = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        if interpolate:
+            kwargs["interpolate_pos_encoding"] = True
+        return embed(pixel_values, *args, **kwargs)
+
+    def neck_forward(hidden_states, patch_height=None, patch_width=None):
+        if patch_height is None:
+            patch_height, patch_width = grid["hw"]
+        return reassemble(hidden_states, patch_height, patch_width)
+
+    embeddings.forward = embeddings_forward
+    neck.forward = neck_forward
     return hf
 
 
@@ -393,6 +428,7 @@ def _reset_peak_rss() -> bool:
 class Tally:
     records: list[Record] = field(default_factory=list)
     intervals_ms: list[float] = field(default_factory=list)
+    block_ms: list[float] = field(default_factory=list)  # mean ms per frame of each round
     wall_s: float = 0.0
     peak_rss_mib: float = 0.0
     rss_growth_mib: float = 0.0
@@ -415,7 +451,9 @@ def run_block(
         device_before = torch.cuda.memory_allocated(device)
     start = time.perf_counter()
     records = run(frames)
-    tally.wall_s += time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    tally.wall_s += elapsed
+    tally.block_ms.append(elapsed * 1e3 / max(len(records), 1))
     previous = start
     for record in records:
         tally.intervals_ms.append((record.done - previous) * 1e3)
@@ -443,6 +481,9 @@ def summarise(tally: Tally) -> dict:
     keys = [k for k in STAGES if any(k in r.stages for r in tally.records)]
     keys += sorted({k for r in tally.records for k in r.stages} - set(keys))
     stages = {k: _median_p90([r.stages[k] for r in tally.records if k in r.stages]) for k in keys}
+    # Everything but the network: robust to load from other processes, which mostly hits the
+    # (long) forward.
+    overhead = [(r.done - r.submitted) * 1e3 - r.stages.get("forward", 0.0) for r in tally.records]
     return {
         "frames": frames,
         "ms_per_frame": per_frame["median"],
@@ -450,6 +491,7 @@ def summarise(tally: Tally) -> dict:
         "fps": frames / tally.wall_s if tally.wall_s > 0 else None,
         "latency_ms": latency,
         "stages_ms": stages,
+        "overhead_ms": _median_p90(overhead),
         "peak_host_rss_mib": round(tally.peak_rss_mib, 1),
         "host_rss_growth_mib": round(tally.rss_growth_mib, 1),
         "peak_device_mib": _round(tally.peak_device_mib),
@@ -523,12 +565,18 @@ def main(argv: list[str] | None = None) -> int:
             run_block(run, block, tallies[name], device)
 
     results = {name: summarise(tally) for name, tally in tallies.items()}
-    ratios = {}
+    ratios: dict[str, float] = {}
     for base in ("forward", "naive", "transformers"):
         if "engine" in results and base in results:
             ratios[f"engine/{base}"] = results["engine"]["ms_per_frame"] / max(
                 results[base]["ms_per_frame"], 1e-9
             )
+            # Rounds run the systems back to back, so per-round ratios cancel slow drifts in load.
+            paired = [
+                e / max(b, 1e-9)
+                for e, b in zip(tallies["engine"].block_ms, tallies[base].block_ms, strict=True)
+            ]
+            ratios[f"engine/{base} (median of per-round ratios)"] = float(np.median(paired))
     report = {
         "config": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -593,7 +641,7 @@ def print_table(report: dict) -> None:
     header = (
         f"{'system':<13}{'ms/frame':>10}{'p90':>9}{'fps':>8}{'latency':>9}"
         + "".join(f"{s[:8]:>10}" for s in stages)
-        + f"{'RSS MiB':>9}{'dev MiB':>9}"
+        + f"{'overhead':>10}{'RSS MiB':>9}{'dev MiB':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -605,9 +653,12 @@ def print_table(report: dict) -> None:
         device_mib = r["peak_device_mib"]
         print(
             f"{name:<13}{r['ms_per_frame']:10.1f}{r['p90_ms']:9.1f}{r['fps']:8.2f}"
-            f"{r['latency_ms']['median']:9.1f}" + "".join(cells) + f"{r['peak_host_rss_mib']:9.0f}"
-            f"{'-' if device_mib is None else f'{device_mib:.0f}':>9}"
+            f"{r['latency_ms']['median']:9.1f}"
+            + "".join(cells)
+            + f"{r['overhead_ms']['median']:10.1f}{r['peak_host_rss_mib']:9.0f}"
+            + f"{'-' if device_mib is None else f'{device_mib:.0f}':>9}"
         )
+    print("(stage columns: medians in ms; overhead: everything but the forward)")
     for name, ratio in report["ratios"].items():
         print(f"{name}: {ratio:.3f}")
     for name, value in report["checks"].items():

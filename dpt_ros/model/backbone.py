@@ -1,10 +1,11 @@
 """timm ViT and hybrid ResNet-50+ViT backbones that hand DPT the tokens after chosen blocks.
 
-The modules are timm's own (`VisionTransformer`, `ResNetV2`, `HybridEmbed`), so the state dict
-keeps timm's key names, which are the ones the authors' checkpoints use under
-``pretrained.model``. Only the forward pass is DPT's: it runs at any input size whose sides are
-multiples of the token stride, with the position embedding resized bilinearly the way the
-authors' ``_resize_pos_embed`` does, and it stops after the last tapped block.
+The modules are timm's own (`VisionTransformer`, `ResNetV2`; the hybrid's patch embedding is
+key-compatible with timm's `HybridEmbed`), so the state dict keeps timm's key names, which are
+the ones the authors' checkpoints use under ``pretrained.model``. Only the forward pass is DPT's:
+it runs at any input size whose sides are multiples of the token stride, with the position
+embedding resized bilinearly the way the authors' ``_resize_pos_embed`` does, and it stops after
+the last tapped block.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ class DPTVisionTransformer(VisionTransformer):
     def pos_embed_for(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """The position embedding for a token grid of `grid_size` (rows, cols)."""
         param = self.pos_embed
-        if torch.is_grad_enabled() and param.requires_grad:
+        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
+            # Training needs the graph; a compiled graph folds the resize in by itself.
             return resize_pos_embed(param, grid_size, self.num_prefix_tokens)
         source = self._pos_embed_source
         if (

@@ -193,8 +193,9 @@ class DPT(nn.Module):
     """DPT for depth or semantic segmentation.
 
     forward(x): x is (N, 3, H, W), normalised with mean = std = 0.5, H and W multiples of 32.
-    Returns (N, H, W) depth -- relative inverse depth, or metres for the metric variants -- or
-    (N, num_classes, H, W) segmentation logits. `output_semantics` says which.
+    Returns (N, H, W) depth -- relative inverse depth, or metres (in at least float32) for the
+    metric variants -- or (N, num_classes, H, W) segmentation logits. `output_semantics` says
+    which.
     """
 
     def __init__(self, config: DPTConfig) -> None:

@@ -61,7 +61,8 @@ class SegmentationHead(AuxiliaryHead):
 
 class InverseDepthToMetric(nn.Module):
     """depth = 1 / max(scale * prediction + shift, 1e-8): the fixed affine map and inversion
-    that isl-org/DPT's ``DPTDepthModel(invert=True)`` applies for its KITTI and NYU models."""
+    that isl-org/DPT's ``DPTDepthModel(invert=True)`` applies for its KITTI and NYU models.
+    Computed (and returned) in at least float32."""
 
     min_inverse_depth = 1e-8
 
@@ -71,6 +72,8 @@ class InverseDepthToMetric(nn.Module):
         self.shift = float(shift)
 
     def forward(self, prediction: torch.Tensor) -> torch.Tensor:
+        # At least float32: in half precision 1e-8 underflows and metres lose ~3 digits.
+        prediction = prediction.to(torch.promote_types(prediction.dtype, torch.float32))
         inverse_depth = self.scale * prediction + self.shift
         return 1.0 / inverse_depth.clamp_min(self.min_inverse_depth)
 

@@ -7,6 +7,12 @@ scans go into short stamp-indexed buffers. One worker thread takes the newest fr
 camera info and LiDAR to it by stamp, runs the pipeline for the outputs somebody subscribes to
 and publishes them with the input image's header.
 
+Outputs (relative names): depth (32FC1 metres, NaN unknown, only while a metric scale is known),
+depth_relative (32FC1 relative inverse depth), depth/camera_info, points (x, y, z, packed rgb),
+segmentation (mono8: ADE20K class index + 1, 0 = "other", the authors' convention; see
+dpt_ros.viz.ADE20K_CLASSES), segmentation/color, depth/color and /diagnostics. Inputs: image
+(or image/compressed), camera_info and, with use_lidar, lidar/points.
+
 Run: ``python -m dpt_ros.ros.node --ros-args -p model:=dpt_hybrid -p weights:=random``
 (the same ``main`` as the ``depth_node`` console script and ``ros2 run dpt_ros depth_node``).
 """
@@ -14,12 +20,12 @@ Run: ``python -m dpt_ros.ros.node --ros-args -p model:=dpt_hybrid -p weights:=ra
 from __future__ import annotations
 
 import bisect
+import math
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,16 +281,21 @@ class DepthNode(Node):
     ) -> None:
         super().__init__(node_name, **node_kwargs)
         self._stats = _Stats()
+        self._warned: dict[str, float] = {}
+        self._warn_lock = threading.Lock()
         self._settings = self._declare_parameters()
         settings = self._settings
         log = self.get_logger()
+        self._transforms: LidarTransformSource | None = None
+        if settings.input.use_lidar:
+            self._transforms = self._make_transform_source(settings)
 
-        # The engine import pulls in torch; it happens after parameters are known to be good.
+        # The engine import pulls in torch: only once the settings are known to be good.
         from dpt_ros.engine import Engine
 
         log.info(
             f"loading model {settings.model.model!r} (weights "
-            f"{settings.model.weights or 'released checkpoint'!r}) on {settings.model.device}"
+            f"{settings.model.weights or 'default'!r}) on {settings.model.device}"
         )
         self._engine = Engine(
             settings.model.engine_config(),
@@ -292,9 +303,6 @@ class DepthNode(Node):
             segmentation_model=segmentation_model,
         )
         self._pipeline = Pipeline(self._engine, settings.pipeline_config())
-        self._transforms: LidarTransformSource | None = None
-        if settings.input.use_lidar:
-            self._transforms = self._make_transform_source(settings)
 
         self._slot = LatestSlot()
         self._camera_infos = StampedBuffer(CAMERA_INFO_BUFFER)
@@ -333,16 +341,21 @@ class DepthNode(Node):
             # Fails the same way a YAML file with this name would (with a did-you-mean).
             settings_from_mapping(dict.fromkeys(unknown, None))
         for spec in specs:
+            value = None
             if spec.name in overrides:
                 overrides[spec.name] = self._typed_override(spec, overrides[spec.name])
+                value = overrides[spec.name].value
             descriptor = parameter_descriptor(spec)
             if spec.kind == "float_list":
-                # An empty list has no ROS type of its own ([] reads as a byte array): declare
-                # by type (taking any override), then set the default if there was none.
+                # An empty list has no ROS type of its own (rclpy reads [] as a byte array):
+                # declare by type, then set the list, typed, unless a non-empty override is in.
+                if value is not None and not value:
+                    del overrides[spec.name]
                 param = self.declare_parameter(spec.name, Parameter.Type.DOUBLE_ARRAY, descriptor)
                 if param.value is None:
+                    initial = list(spec.default) if value is None else value
                     self.set_parameters(
-                        [Parameter(spec.name, Parameter.Type.DOUBLE_ARRAY, list(spec.default))]
+                        [Parameter(spec.name, Parameter.Type.DOUBLE_ARRAY, initial)]
                     )
             else:
                 self.declare_parameter(spec.name, spec.default, descriptor)
@@ -474,12 +487,20 @@ class DepthNode(Node):
             return
         self._scans.add(stamp_to_ns(msg.header.stamp), _Scan(str(msg.header.frame_id), points))
 
+    def _warn(self, key: str, text: str, error: bool = False) -> None:
+        """Log at most once per WARN_PERIOD_S per ``key`` (rclpy throttles per call site, which
+        would let one kind of problem hide another)."""
+        now = time.monotonic()
+        with self._warn_lock:
+            if now - self._warned.get(key, -math.inf) < WARN_PERIOD_S:
+                return
+            self._warned[key] = now
+        (self.get_logger().error if error else self.get_logger().warning)(text)
+
     def _malformed(self, kind: str, error: Exception) -> None:
         with self._stats.lock:
             self._stats.malformed[kind] += 1
-        self.get_logger().warning(
-            f"skipping a malformed {kind} message: {error}", throttle_duration_sec=WARN_PERIOD_S
-        )
+        self._warn(f"malformed {kind}", f"skipping a malformed {kind} message: {error}")
 
     # ------------------------------------------------------------------ run-time parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -535,9 +556,10 @@ class DepthNode(Node):
                 with self._stats.lock:
                     self._stats.errors += 1
                     self._stats.last_error = f"{type(error).__name__}: {error}"
-                self.get_logger().error(
+                self._warn(
+                    "frame failed",
                     f"frame failed: {type(error).__name__}: {error}\n{traceback.format_exc()}",
-                    throttle_duration_sec=WARN_PERIOD_S,
+                    error=True,
                 )
 
     def _subscribed(self, topic: str) -> bool:
@@ -573,7 +595,7 @@ class DepthNode(Node):
             frame, want_depth=want_depth, want_labels=want_labels, want_points=want_points
         )
         for note in result.notes:
-            self.get_logger().warning(note, throttle_duration_sec=WARN_PERIOD_S)
+            self._warn(note.split(":")[0], note)
         t_publish = time.perf_counter()
         self._publish(item, header, result, camera_entry, settings)
         done = time.perf_counter()
@@ -609,12 +631,19 @@ class DepthNode(Node):
         )
         with self._stats.lock:
             self._stats.last_camera_problem = problem
-        self.get_logger().warning(problem, throttle_duration_sec=WARN_PERIOD_S)
+        self._warn("camera_info", problem)
         return None
 
     def _match_lidar(self, stamp: int, camera_frame: str, settings: NodeSettings) -> dict:
         tolerance = settings.input.lidar_stamp_tolerance
         match = self._scans.nearest(stamp, int(tolerance * 1e9))
+        deadline = time.monotonic() + settings.input.lidar_wait
+        while match is None and time.monotonic() < deadline and self._running:
+            latest = self._scans.latest_stamp()
+            if latest is not None and latest > stamp:
+                break  # newer scans came and none matched: this image's scan is not coming
+            time.sleep(0.005)
+            match = self._scans.nearest(stamp, int(tolerance * 1e9))
         problem = ""
         out: dict[str, Any] = {}
         if match is None:
@@ -642,9 +671,7 @@ class DepthNode(Node):
         with self._stats.lock:
             self._stats.last_lidar_problem = problem
         if problem:
-            self.get_logger().warning(
-                f"{problem}: no LiDAR fit for this frame", throttle_duration_sec=WARN_PERIOD_S
-            )
+            self._warn("lidar", f"{problem}: no LiDAR fit for this frame")
         return out
 
     # ------------------------------------------------------------------ outputs
