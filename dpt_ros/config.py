@@ -759,4 +759,5 @@ def describe_parameters(settings_cls: type = NodeSettings) -> Iterable[str]:
         default = list(spec.default) if spec.kind == "float_list" else spec.default
         extra = f" ({spec.constraint_text})" if spec.constraint_text else ""
         mode = "start-up" if spec.read_only else "run time"
-        yield f"| `{spec.name}` | `{default!r}` | {mode} | {spec.description}{extra} |"
+        text = f"{spec.description}{extra}".replace("|", "\\|")  # keep the table's columns
+        yield f"| `{spec.name}` | `{default!r}` | {mode} | {text} |"

@@ -222,6 +222,11 @@ class Engine:
         return {kind: runner.precision for kind, runner in self._runners.items()}
 
     @property
+    def channels_last(self) -> bool:
+        """Whether the models and their inputs use the channels_last memory format."""
+        return self._channels_last
+
+    @property
     def depth_semantics(self) -> str:
         runner = self._runners.get(DEPTH)
         return runner.semantics if runner else "none"

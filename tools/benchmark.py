@@ -14,8 +14,9 @@ Systems, all on the same weights and synthetic uint8 frames of --size:
                 weights (random weights are created in transformers and mapped into dpt_ros
                 through dpt_ros.model.hf; a transformers DPT folder as --weights also works),
                 plus its post_process_depth_estimation back to the frame size.
-On the CPU the systems are interleaved frame by frame (--rounds) so that load from other
-processes hits all of them alike; the ratios are what to compare.
+On the CPU the systems are interleaved frame by frame (--rounds), starting each round with the
+next system, so that load from other processes hits all of them alike; the ratios are what to
+compare.
 JSON: config, systems.<name>.{ms_per_frame (median), p90_ms, fps, latency_ms, stages, peak
 host RSS, peak device memory}, ratios, checks (same-weights proof), notes.
 """
@@ -289,9 +290,7 @@ class ForwardSystem:
         self.device = engine.device
         self.precision = engine.precisions["depth"]
         x = torch.from_numpy(transforms.preprocess_image(rgb, net_size=net_size))[None]
-        memory_format = (
-            torch.channels_last if engine._channels_last else torch.contiguous_format  # noqa: SLF001
-        )
+        memory_format = torch.channels_last if engine.channels_last else torch.contiguous_format
         self.x = x.to(self.device).contiguous(memory_format=memory_format)
 
     def run(self, frames: list[np.ndarray]) -> list[Record]:
@@ -561,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     sequence = [frames[i % len(frames)] for i in range(args.frames)]
     for r in range(rounds):
         block = sequence[r * args.frames // rounds : (r + 1) * args.frames // rounds]
-        for name, run in systems.items():
-            run_block(run, block, tallies[name], device)
+        names = list(systems)
+        # Rotate who goes first each round: the first run after another system pays for caches.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run_block(systems[name], block, tallies[name], device)
 
     results = {name: summarise(tally) for name, tally in tallies.items()}
     ratios: dict[str, float] = {}
