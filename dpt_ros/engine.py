@@ -17,6 +17,10 @@ CUDA (per input size, a ring of ``max_in_flight + 1`` slots, each allocated once
                      (depth and segmentation on their own streams, so they run concurrently)
     download stream: wait compute events; device -> pinned output slot (non_blocking), event
     result():        waits for that frame's download event only, then copies out of the slot.
+fp16/bf16 run under autocast; a device-side all-finite flag travels with the download, and a
+model whose output was not finite is rerun in eager fp32 for that frame and stays so (logged
+once; compiled models get the same check). Optional: CUDA graphs of each model's forward per
+input size, torch.compile.
 Results never alias the pinned slots (a slot is reused ``max_in_flight + 1`` frames later):
 ``result()`` returns fresh arrays. A slot whose previous frame was never collected is
 collected (copied out) before reuse, which is also what bounds the frames in flight.
@@ -127,8 +131,9 @@ class Handle:
     """A submitted frame. ``result()`` blocks until that frame (and only it) is ready.
 
     ``debug`` (filled when the result is collected) holds ``events``: CUDA event times in ms
-    relative to the engine's start, ``buffers``: data pointers of the slot's buffers, and
-    ``slot``: the slot index; empty on the CPU.
+    relative to the engine's start, ``buffers``: data pointers of the slot's buffers, ``slot``:
+    the slot index, and ``rerun_fp32``: the models rerun in fp32 for this frame; empty on the
+    CPU.
     """
 
     def __init__(self, engine: Engine, pending: _Pending) -> None:
@@ -310,10 +315,13 @@ class Engine:
         module = module.eval().requires_grad_(False).to(self.device)
         if self._channels_last:
             module = module.to(memory_format=torch.channels_last)
+        eager = module
         if self.config.compile:
             module = torch.compile(module)
         stream = torch.cuda.Stream(self.device) if self._cuda else None
-        return _Runner(kind, module, semantics, self.config.precision, stream)
+        return _Runner(
+            kind, module, semantics, self.config.precision, stream, eager, self.config.compile
+        )
 
     def _wanted(self, want_depth: bool, want_labels: bool | None) -> tuple[str, ...]:
         if want_labels is None:
@@ -357,24 +365,29 @@ class Engine:
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision], cache_enabled=False)
 
     def _forward(
-        self, runner: _Runner, x: torch.Tensor, batch: int, precision: str
+        self, runner: _Runner, x: torch.Tensor, batch: int, precision: str, check: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Model output as float32 ((N,H,W) depth or (N,C,H,W) logits) and, below fp32, a
+        """Model output as float32 ((N,H,W) depth or (N,C,H,W) logits) and, with ``check``, a
         device-side all-finite flag (read later, so no host synchronisation here)."""
         with self._autocast(precision):
             out = runner.module(x)
         out = _checked_output(runner.kind, out, batch).float()
-        finite = torch.isfinite(out).all() if precision != "fp32" else None
+        finite = torch.isfinite(out).all() if check else None
         return out, finite
 
     def _fall_back(self, runner: _Runner) -> None:
-        if runner.precision != "fp32":
+        """After a non-finite output: plain eager fp32 from now on (says so once)."""
+        if runner.checked:
+            what = runner.precision + (" (torch.compile)" if runner.compiled else "")
             LOG.warning(
-                "%s model produced non-finite values in %s: rerunning in fp32 and staying there",
+                "%s model produced non-finite values in %s: rerunning in eager fp32 and "
+                "staying there",
                 runner.kind,
-                runner.precision,
+                what,
             )
             runner.precision = "fp32"
+            runner.module = runner.eager
+            runner.compiled = False
 
     # ------------------------------------------------------------------ CPU path
 
@@ -399,10 +412,10 @@ class Engine:
             for kind in kinds:
                 start = time.perf_counter()
                 runner = self._runners[kind]
-                out, finite = self._forward(runner, x, n, runner.precision)
+                out, finite = self._forward(runner, x, n, runner.precision, runner.checked)
                 if finite is not None and not bool(finite):
                     self._fall_back(runner)
-                    out, _ = self._forward(runner, x, n, "fp32")
+                    out, _ = self._forward(runner, x, n, "fp32", False)
                 outputs[kind] = out.numpy()
                 forward_ms[kind] = (time.perf_counter() - start) * 1e3
         t4 = time.perf_counter()
@@ -513,7 +526,7 @@ class Engine:
             with torch.cuda.stream(stream):
                 if runner is not first:
                     stream.wait_event(ev["preprocess_end"])
-                if runner.precision != "fp32":
+                if runner.checked:
                     checked.append(runner.kind)
                 self._compute_cuda(runner, pool, slot, n)
 
@@ -539,18 +552,18 @@ class Engine:
     def _compute_cuda(self, runner: _Runner, pool: _Pool, slot: _Slot, batch: int) -> None:
         """Forward and postprocess on the runner's (current) stream; no host synchronisation."""
         stream, kind, ev = runner.stream, runner.kind, slot.events
-        precision = runner.precision
+        precision, check = runner.precision, runner.checked
         ev[f"forward_start:{kind}"].record(stream)
         if self.config.cuda_graphs:
             graph = pool.graphs.get(kind)
             if graph is None or graph.precision != precision:
-                graph = self._capture(runner, slot.dev_net, batch, precision)
+                graph = self._capture(runner, slot.dev_net, batch, precision, check)
                 pool.graphs[kind] = graph
             graph.static_in.copy_(slot.dev_net)
             graph.graph.replay()
             out, finite = graph.static_out, graph.static_finite
         else:
-            out, finite = self._forward(runner, slot.dev_net, batch, precision)
+            out, finite = self._forward(runner, slot.dev_net, batch, precision, check)
         ev[f"forward_end:{kind}"].record(stream)
         self._postprocess_cuda(kind, out, slot, pool.out_hw)
         if finite is not None:
@@ -567,17 +580,17 @@ class Engine:
             slot.dev_labels.copy_(resized.argmax(dim=1).add_(1))
 
     def _capture(
-        self, runner: _Runner, example: torch.Tensor, batch: int, precision: str
+        self, runner: _Runner, example: torch.Tensor, batch: int, precision: str, check: bool
     ) -> _Graph:
         """CUDA graph of the forward (and finite check) for one input shape, on the runner's
         stream. Warm-up runs first so autotuning and lazy initialisation stay out of the graph."""
         static_in = torch.empty_like(example)
         static_in.copy_(example)
         for _ in range(3):
-            self._forward(runner, static_in, batch, precision)
+            self._forward(runner, static_in, batch, precision, check)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=runner.stream, capture_error_mode="thread_local"):
-            static_out, static_finite = self._forward(runner, static_in, batch, precision)
+            static_out, static_finite = self._forward(runner, static_in, batch, precision, check)
         return _Graph(graph, static_in, static_out, static_finite, precision)
 
     def _resolve(self, pending: _Pending) -> None:
@@ -629,7 +642,7 @@ class Engine:
             for other in self._pools.values():
                 other.graphs.pop(kind, None)
             with torch.cuda.stream(runner.stream):
-                out, _ = self._forward(runner, slot.dev_net, batch, "fp32")
+                out, _ = self._forward(runner, slot.dev_net, batch, "fp32", False)
                 self._postprocess_cuda(kind, out, slot, pool.out_hw)
                 target = slot.host_depth if kind == DEPTH else slot.host_labels
                 source = slot.dev_depth if kind == DEPTH else slot.dev_labels
@@ -643,10 +656,18 @@ class Engine:
 @dataclass
 class _Runner:
     kind: str
-    module: nn.Module
+    module: nn.Module  # what runs: the model, or torch.compile of it
     semantics: str
     precision: str
     stream: torch.cuda.Stream | None
+    eager: nn.Module
+    compiled: bool
+
+    @property
+    def checked(self) -> bool:
+        """Whether outputs get the finite check: below fp32, and under torch.compile (which
+        was seen to return NaN for DPT-Hybrid on the CPU at 384x512 where eager was finite)."""
+        return self.precision != "fp32" or self.compiled
 
 
 @dataclass

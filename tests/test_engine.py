@@ -280,6 +280,29 @@ def test_non_finite_half_output_falls_back_to_fp32_once(caplog: pytest.LogCaptur
         np.testing.assert_allclose(pred.depth, expected.depth, rtol=1e-6, atol=1e-7)
 
 
+class AlwaysInf(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], *x.shape[2:]), float("inf"))
+
+
+def test_non_finite_compiled_model_falls_back_to_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stand-in for a miscompiled network (torch.compile itself is too slow for a unit test).
+    monkeypatch.setattr(torch, "compile", lambda module: AlwaysInf())
+    rgb = frame(64, 80)
+    expected = Engine(EngineConfig(model=None, net_size=64), depth_model=TinyDepth()).infer(rgb)
+    engine = Engine(EngineConfig(model=None, net_size=64, compile=True), depth_model=TinyDepth())
+    assert isinstance(engine.depth_model, AlwaysInf)
+    with caplog.at_level(logging.WARNING, logger="dpt_ros.engine"):
+        first, second = engine.infer(rgb), engine.infer(rgb)
+    assert isinstance(engine.depth_model, TinyDepth)
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len(warnings) == 1 and "torch.compile" in warnings[0]
+    for pred in (first, second):
+        np.testing.assert_allclose(pred.depth, expected.depth, rtol=1e-6, atol=1e-7)
+
+
 def _rss_bytes() -> int:
     fields = Path("/proc/self/statm").read_text().split()
     return int(fields[1]) * 4096
