@@ -262,6 +262,36 @@ def test_cuda_graphs_equal_eager() -> None:
         assert (a.labels == b.labels).mean() > 0.999
 
 
+def test_cuda_graph_survives_position_embedding_cache_eviction() -> None:
+    """A captured graph must not read a cached position embedding that later gets evicted."""
+    from dpt_ros.model import build_model
+
+    def tiny_vit() -> nn.Module:
+        torch.manual_seed(0)
+        return build_model(
+            "dpt_base",
+            depth=4,
+            embed_dim=64,
+            num_heads=2,
+            hooks=(0, 1, 2, 3),
+            stage_channels=(16, 32, 64, 64),
+            features=32,
+        ).eval()
+
+    rgb = frame(96, 128)
+    eager = cuda_engine(depth_model=tiny_vit(), net_size=96)
+    graphs = cuda_engine(depth_model=tiny_vit(), net_size=96, cuda_graphs=True)
+    expected = eager.infer(rgb).depth
+    close(graphs.infer(rgb).depth, expected, 1e-5)
+    backbone = graphs.depth_model.pretrained.model
+    for extra in range(backbone.max_cached_grids + 2):  # push every earlier grid out
+        backbone.pos_embed_for((3 + extra, 5))
+    torch.cuda.empty_cache()
+    scratch = torch.full((1 << 22,), float("nan"), device="cuda")  # reuse freed memory
+    close(graphs.infer(rgb).depth, expected, 1e-5)
+    del scratch
+
+
 def test_cuda_graphs_with_fp16_fallback() -> None:
     rgb = frame(120, 160)
     expected = cuda_engine(depth_model=OverflowsInFp16()).infer(rgb).depth

@@ -156,7 +156,7 @@ class DPTVisionTransformer(VisionTransformer):
     state dict). Entries stay valid while `pos_embed` is the same storage, unmodified: the
     cache keeps an alias of that storage, so its address cannot be reused by another tensor,
     and compares the shared version counter. Nothing is cached while a gradient has to flow
-    into `pos_embed`.
+    into `pos_embed` or while a CUDA graph is being captured.
     """
 
     max_cached_grids = 8
@@ -208,8 +208,14 @@ class DPTVisionTransformer(VisionTransformer):
     def pos_embed_for(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """The position embedding for a token grid of `grid_size` (rows, cols)."""
         param = self.pos_embed
-        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
-            # Training needs the graph; a compiled graph folds the resize in by itself.
+        if (
+            (torch.is_grad_enabled() and param.requires_grad)
+            or torch.compiler.is_compiling()
+            or (param.is_cuda and torch.cuda.is_current_stream_capturing())
+        ):
+            # Training needs the autograd graph; a compiled graph folds the resize in by itself;
+            # a captured CUDA graph must own its input (a cache entry it read could be evicted
+            # and freed while the graph still replays from its address).
             return resize_pos_embed(param, grid_size, self.num_prefix_tokens)
         source = self._pos_embed_source
         if (
