@@ -385,83 +385,6 @@ def fit_scale_shift(
     Points with non-finite values, a depth outside (min_depth, max_depth] or a non-positive
     weight are ignored. Degenerate data gives ``ok=False`` and a reason, never an exception.
     """
-    p_in, d_in, w_in = _check_fit_arguments(
-        pred,
-        target_depth,
-        weights,
-        method,
-        refine,
-        pred_semantics,
-        residual_threshold,
-        min_inliers,
-        min_inlier_ratio,
-        min_gain_over_flat,
-        max_iterations,
-        confidence,
-        sample_size,
-        refine_iterations,
-        min_depth,
-        max_depth,
-    )
-    robust = method == "ransac" or refine != "none"
-    meta = {
-        "method": method if refine == "none" else f"{method}+{refine}",
-        "pred_semantics": pred_semantics,
-    }
-    try:
-        with np.errstate(all="ignore"):
-            return _fit(
-                p_in,
-                d_in,
-                w_in,
-                method,
-                refine,
-                robust,
-                scale_only,
-                residual_threshold,
-                min_inliers,
-                min_inlier_ratio,
-                min_gain_over_flat,
-                max_iterations,
-                confidence,
-                sample_size,
-                refine_iterations,
-                seed,
-                min_depth,
-                max_depth,
-                pred_semantics,
-                meta,
-            )
-    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
-        # Bad arguments were rejected above, so whatever surfaces here is numerical.
-        return ScaleShiftFit(
-            math.nan,
-            math.nan,
-            np.zeros(p_in.size, dtype=bool),
-            False,
-            f"numerical failure: {exc}",
-            **meta,
-        )
-
-
-def _check_fit_arguments(
-    pred,
-    target_depth,
-    weights,
-    method,
-    refine,
-    pred_semantics,
-    residual_threshold,
-    min_inliers,
-    min_inlier_ratio,
-    min_gain_over_flat,
-    max_iterations,
-    confidence,
-    sample_size,
-    refine_iterations,
-    min_depth,
-    max_depth,
-):
     p = _as_float_vector(pred, "pred")
     d = _as_float_vector(target_depth, "target_depth")
     if p.shape != d.shape:
@@ -492,7 +415,45 @@ def _check_fit_arguments(
     for name, value, good in checks:
         if not good:
             raise ValueError(f"fit_scale_shift: bad {name}={value!r}")
-    return p, d, w
+    robust = method == "ransac" or refine != "none"
+    meta = {
+        "method": method if refine == "none" else f"{method}+{refine}",
+        "pred_semantics": pred_semantics,
+    }
+    try:
+        with np.errstate(all="ignore"):
+            return _fit(
+                p,
+                d,
+                w,
+                method=method,
+                refine=refine,
+                robust=robust,
+                scale_only=scale_only,
+                threshold=residual_threshold,
+                min_inliers=min_inliers,
+                min_inlier_ratio=min_inlier_ratio,
+                min_gain_over_flat=min_gain_over_flat,
+                max_iterations=max_iterations,
+                confidence=confidence,
+                sample_size=sample_size,
+                refine_iterations=refine_iterations,
+                seed=seed,
+                min_depth=min_depth,
+                max_depth=max_depth,
+                pred_semantics=pred_semantics,
+                meta=meta,
+            )
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        # Bad arguments were rejected above, so whatever surfaces here is numerical.
+        return ScaleShiftFit(
+            math.nan,
+            math.nan,
+            np.zeros(p.size, dtype=bool),
+            False,
+            f"numerical failure: {exc}",
+            **meta,
+        )
 
 
 def _as_float_vector(values, name: str) -> np.ndarray:
@@ -508,6 +469,7 @@ def _fit(
     p_in,
     d_in,
     w_in,
+    *,
     method,
     refine,
     robust,
