@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${DPT_ROS_VENV:-.venv}
 stamp="$VENV/.dpt_ros-installed"
+# One installer at a time: parallel runs (tests, demo, a second terminal) share one venv.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
 want=$(cat requirements.txt requirements-ros.txt requirements-dev.txt setup.py | sha256sum | cut -c1-16)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     exit 0
