@@ -7,7 +7,8 @@
 Parameters come from ``config_file`` (default: the package's config/depth.yaml); the launch
 arguments in PARAMETER_ARGUMENTS override it only when given (an empty argument keeps the
 file's value). Input topics are remapped from the camera namespace; outputs (depth, points,
-segmentation, ...) appear in ``namespace``. Fast DDS gets the package's large shared-memory
+segmentation, ...) appear in ``namespace``. The node process (and only it: the variable does not
+leak into launch files that include this one) gets the package's large shared-memory Fast DDS
 profile unless FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE are already set.
 """
 
@@ -17,7 +18,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -28,6 +29,7 @@ PARAMETER_ARGUMENTS = {
     "model": "model",
     "weights": "weights",
     "segmentation_model": "segmentation_model",
+    "segmentation_weights": "segmentation_weights",
     "device": "device",
     "precision": "precision",
     "net_size": "net_size",
@@ -75,6 +77,13 @@ def _node(context, *args, **kwargs):
         for topic, (namespace, argument, suffix) in REMAP_ARGUMENTS.items()
     ]
     parameters = [value["config_file"]] if value["config_file"] else []
+    # Fast DDS 3 (Kilted+) reads the first, Fast DDS 2 (Humble, Jazzy) the second; set for the
+    # node's process only, so a launch file that includes this one keeps its own transports.
+    profile = value["fastdds_profile"]
+    environment = {
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,
+        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+    }
     if overrides:
         parameters.append(overrides)
     return [
@@ -85,6 +94,7 @@ def _node(context, *args, **kwargs):
             namespace=value["namespace"],
             parameters=parameters,
             remappings=remappings,
+            additional_env=environment,
             arguments=["--ros-args", "--log-level", value["log_level"]],
             output="screen",
             emulate_tty=True,
@@ -145,6 +155,11 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
             description="segmentation model, e.g. dpt_hybrid_ade20k ('' = config file)",
         ),
         DeclareLaunchArgument(
+            "segmentation_weights",
+            default_value="",
+            description="segmentation weights: 'random', a path/URL, ... ('' = config file)",
+        ),
+        DeclareLaunchArgument(
             "device", default_value="", description="cpu, cuda or cuda:N ('' = config file)"
         ),
         DeclareLaunchArgument(
@@ -194,13 +209,4 @@ _ALL_ARGUMENTS = tuple(
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    profile = LaunchConfiguration("fastdds_profile")
-    return LaunchDescription(
-        [
-            *_arguments(share),
-            # Fast DDS 3 (Kilted+) reads the first, Fast DDS 2 (Humble, Jazzy) the second.
-            SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile),
-            SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
-            OpaqueFunction(function=_node),
-        ]
-    )
+    return LaunchDescription([*_arguments(share), OpaqueFunction(function=_node)])

@@ -107,13 +107,14 @@ def test_parameter_argument_defaults_are_empty_or_valid() -> None:
                 parse_parameter_text(parameters[name], default.value)
 
 
-def test_launch_sets_the_fastdds_profile_for_both_fastdds_generations() -> None:
-    names = {
-        node.args[0].value
+def test_launch_sets_no_environment_for_other_launch_files() -> None:
+    # SetEnvironmentVariable would leak the profile into every launch file including this one.
+    calls = {
+        getattr(node.func, "id", None)
         for node in ast.walk(_launch_tree())
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SetEnvironmentVariable"
+        if isinstance(node, ast.Call)
     }
-    assert names == {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    assert "SetEnvironmentVariable" not in calls
 
 
 # ============================================================================ launch: behaviour
@@ -146,7 +147,6 @@ def launch_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         "launch.actions": {
             "DeclareLaunchArgument": _Recorder,
             "OpaqueFunction": _Recorder,
-            "SetEnvironmentVariable": _Recorder,
         },
         "launch.substitutions": {
             "EnvironmentVariable": _EnvironmentVariable,
@@ -177,11 +177,10 @@ def _run_launch(namespace: dict, arguments: dict[str, str]):
         default = kwargs["default_value"]
         context[name] = default.perform({}) if isinstance(default, _Recorder) else default
     context.update(arguments)
-    env = {a.args[0]: a.args[1].perform(context) for a in actions if len(a.args) == 2}
     opaque = [a for a in actions if "function" in a.kwargs]
-    assert len(opaque) == 1
+    assert len(opaque) == 1 and len(actions) == len(declared) + 1  # nothing but the node
     (node,) = opaque[0].kwargs["function"](context)
-    return node.kwargs, env, context
+    return node.kwargs, node.kwargs["additional_env"], context
 
 
 def test_launch_defaults_load_depth_yaml_and_the_shipped_profile(
