@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from dpt_ros.align import AlignConfig
+from dpt_ros.precision import PRECISION_CHOICES, precision_problem
 from dpt_ros.viz import COLORMAPS
 
 if TYPE_CHECKING:  # the engine pulls in torch: only the methods that need it import it
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # the engine pulls in torch: only the methods that need it im
 
 __all__ = [
     "BagSettings",
+    "CameraSettings",
     "CloudSettings",
     "ConfigError",
     "InputSettings",
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 KINDS = ("bool", "int", "float", "str", "float_list")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = PRECISION_CHOICES
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 TRANSFORM_SOURCES = ("auto", "tf", "parameters")
@@ -83,8 +85,11 @@ def _param(
     choices: tuple | None = None,
     read_only: bool = False,
     check: Callable[[Any], str | None] | None = None,
+    aliases: Mapping[str, Any] | None = None,
 ) -> Any:
     meta: dict[str, Any] = {"description": description, "read_only": read_only}
+    if aliases is not None:
+        meta["aliases"] = dict(aliases)
     if range is not None:
         meta["range"] = range
     if choices is not None:
@@ -150,15 +155,22 @@ class ModelSettings:
         "cpu", "torch device: cpu, cuda or cuda:N", read_only=True, check=_check_device
     )
     precision: str = _param(
-        "fp32", "inference precision (fp16/bf16 need CUDA)", choices=PRECISIONS, read_only=True
+        "auto",
+        "inference precision; auto = bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else "
+        "fp32, and fp16 on CUDA; fp16 needs CUDA; below fp32 a non-finite output reruns in fp32",
+        choices=PRECISIONS,
+        read_only=True,
     )
     net_size: int = _param(
-        384,
-        "network input size: the shorter image side is resized to this (multiple of 32); "
-        "larger is sharper and slower",
-        range=(32, 2048),
+        0,
+        "network input size; 0 (or 'auto') = the model's own size and the authors' 'minimal' "
+        "resize (384x384 for dpt_hybrid/large/base, 1216x352 for dpt_hybrid_kitti, 640x480 for "
+        "dpt_hybrid_nyu, 480x480 for *_ade20k); N = both image sides at least N (multiple of "
+        "32), larger is sharper and slower",
+        range=(0, 2048),
         read_only=True,
         check=lambda v: None if v % 32 == 0 else "must be a multiple of 32",
+        aliases={"auto": 0},
     )
     output_width: int = _param(
         0,
@@ -176,9 +188,20 @@ class ModelSettings:
         0, "CPU threads for torch; 0 = torch's default", range=(0, 1024), read_only=True
     )
     cuda_graphs: bool = _param(
-        False, "capture the network in a CUDA graph (fixed input size; CUDA only)", read_only=True
+        True,
+        "on CUDA, capture the network in a CUDA graph once an input size repeats (bounded "
+        "cache, least recently used dropped); ignored on the CPU",
+        read_only=True,
     )
     compile: bool = _param(False, "torch.compile the network at start-up", read_only=True)
+    backend: str = _param(
+        "pytorch",
+        "tensorrt: TensorRT engines through torch-tensorrt (CUDA; pip install "
+        "'dpt_ros[tensorrt]'), built once per input size and cached in ~/.cache/dpt_ros/tensorrt; "
+        "falls back to pytorch with a warning when unavailable",
+        choices=("pytorch", "tensorrt"),
+        read_only=True,
+    )
 
     def __post_init__(self) -> None:
         if (self.output_width == 0) != (self.output_height == 0):
@@ -186,6 +209,11 @@ class ModelSettings:
                 "parameters 'output_width' and 'output_height': set both or neither, got "
                 f"{self.output_width}x{self.output_height}"
             )
+        problem = precision_problem(self.device, self.precision)
+        if problem is not None:
+            raise ConfigError(f"parameter 'precision': {problem}")
+        if self.backend == "tensorrt" and self.device == "cpu":
+            raise ConfigError("parameter 'backend': 'tensorrt' needs CUDA (device 'cpu')")
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -203,11 +231,12 @@ class ModelSettings:
             segmentation_weights=self.segmentation_weights or None,
             device=self.device,
             precision=self.precision,
-            net_size=self.net_size,
+            net_size=self.net_size or "auto",
             output_size=self.output_size,
             threads=self.threads or None,
-            cuda_graphs=self.cuda_graphs,
+            cuda_graphs=None if self.cuda_graphs else False,
             compile=self.compile,
+            backend=self.backend,
         )
 
 
@@ -241,6 +270,18 @@ class InputSettings:
         "subscribers alike",
         choices=RELIABILITIES,
         read_only=True,
+    )
+    max_image_pixels: int = _param(
+        7680 * 4320,
+        "largest input image (width x height, default 8K UHD); larger images are refused "
+        "before decoding (compressed: by their header)",
+        range=(1, 1_000_000_000),
+    )
+    max_aspect_ratio: float = _param(
+        8.0,
+        "largest long side / short side of an input image; the network input grows with it "
+        "(the short side is resized up to the network size), so wider images are refused",
+        range=(1.0, 1000.0),
     )
     use_lidar: bool = _param(
         False,
@@ -301,6 +342,25 @@ class InputSettings:
 
 
 @dataclass(frozen=True)
+class CameraSettings:
+    """How the camera_info describes the image (REP 104, image_geometry)."""
+
+    image_type: str = _param(
+        "auto",
+        "the input image: 'raw' = projected with camera_info's K and D; 'rectified' = with P "
+        "(e.g. image_rect, KITTI); 'auto' = rectified when the image topic's last name starts "
+        "with image_rect (image_proc's names), else raw. Binning and ROI are applied as "
+        "image_geometry does",
+        choices=("auto", "raw", "rectified"),
+    )
+    rectify: bool = _param(
+        False,
+        "rectify a raw image first (OpenCV remap with K, D, R, P; maps made once per "
+        "camera_info) so every output and its camera_info lie on the rectified grid",
+    )
+
+
+@dataclass(frozen=True)
 class CloudSettings:
     """The PointCloud2 built from metric depth."""
 
@@ -349,6 +409,7 @@ class NodeSettings:
 
     model: ModelSettings = _group(ModelSettings, "")
     input: InputSettings = _group(InputSettings, "")
+    camera: CameraSettings = _group(CameraSettings, "")
     align: AlignConfig = _group(AlignConfig, "align.", read_only=False)
     cloud: CloudSettings = _group(CloudSettings, "cloud.")
     viz: VizSettings = _group(VizSettings, "viz.")
@@ -390,6 +451,8 @@ class NodeSettings:
             refine_metric_scale=self.refine_metric_scale,
             cloud_stride=self.cloud.stride,
             cloud_organized=self.cloud.organized,
+            image_type=self.camera.image_type,
+            rectify=self.camera.rectify,
         )
 
     @property
@@ -407,42 +470,71 @@ class NodeSettings:
 
 @dataclass(frozen=True)
 class BagSettings:
-    """Offline processing of a rosbag2 (tools/process_bag.py)."""
+    """Offline processing of recorded bags (``python -m dpt_ros.bag``).
 
-    model: ModelSettings = _group(ModelSettings, "")
-    align: AlignConfig = _group(AlignConfig, "align.", read_only=False)
-    cloud: CloudSettings = _group(CloudSettings, "cloud.")
-    viz: VizSettings = _group(VizSettings, "viz.")
-    image_topic: str = _param("", "image topic (Image or CompressedImage); '' = the only one")
-    camera_info_topic: str = _param("", "CameraInfo topic; '' = the only one")
-    points_topic: str = _param("", "LiDAR PointCloud2 topic; '' = none (relative depth only)")
-    output_prefix: str = _param("/dpt", "namespace of the topics written to the output bag")
+    The node's parameters, under the same names (so a node parameter file such as
+    ``config/kitti.yaml`` works as is), plus what only the bag tool has. Topics are chosen on
+    the command line (``--image-topic`` ...), not here: they differ per bag.
+    """
+
+    node: NodeSettings = _group(NodeSettings, "")
     storage: str = _param(
-        "", "output storage: 'sqlite3', 'mcap' or '' = the input's", choices=("", "sqlite3", "mcap")
+        "mcap", "storage of the output bag (rosbag2)", choices=("mcap", "sqlite3"), read_only=True
     )
-    lidar_stamp_tolerance: float = _param(
-        0.05,
-        "largest |image stamp - LiDAR stamp| (seconds) for a scan to be used",
-        range=(0.0, 10.0),
+    png_format: str = _param(
+        "mm",
+        "16-bit depth PNG export: 'mm' = millimetres, 'kitti' = metres x 256 (KITTI's format)",
+        choices=("mm", "kitti"),
+        read_only=True,
+    )
+    batch_size: int = _param(
+        4, "frames per inference batch (the engine's infer_batch)", range=(1, 64), read_only=True
     )
 
 
 @dataclass(frozen=True)
 class WebcamSettings:
-    """The live demo on a webcam or a video file (tools/webcam_demo.py)."""
+    """The live demo (``python -m dpt_ros.webcam``) on a camera, a video, a stream or images."""
 
     model: ModelSettings = _group(ModelSettings, "")
+    camera: CameraSettings = _group(CameraSettings, "")
+    cloud: CloudSettings = _group(CloudSettings, "cloud.")
     viz: VizSettings = _group(VizSettings, "viz.")
-    source: str = _param("0", "camera index (0, 1, ...) or a video file path")
-    width: int = _param(640, "requested capture width in pixels", range=(16, 16384))
-    height: int = _param(480, "requested capture height in pixels", range=(16, 16384))
-    fps: float = _param(30.0, "requested capture rate", range=(0.1, 1000.0))
+    source: str = _param(
+        "0",
+        "camera index (0, 1, ...), video file, stream URL (rtsp://, http://, ...), folder of "
+        "images or a glob pattern",
+        check=lambda v: None if v.strip() else "must name a source",
+    )
+    width: int = _param(
+        640, "requested camera width in pixels; 0 = the driver's default", range=(0, 16384)
+    )
+    height: int = _param(
+        480, "requested camera height in pixels; 0 = the driver's default", range=(0, 16384)
+    )
+    fps: float = _param(
+        30.0, "requested camera frame rate; 0 = the driver's default", range=(0.0, 1000.0)
+    )
+    realtime: bool = _param(
+        False,
+        "files and folders: drop frames like a live camera, paced at the file's rate, instead "
+        "of processing every frame",
+    )
     horizontal_fov: float = _param(
         70.0,
-        "assumed horizontal field of view in degrees (webcams are uncalibrated)",
+        "horizontal field of view in degrees of the pinhole camera assumed when no "
+        "camera_info_file is given (webcams are uncalibrated)",
         range=(1.0, 179.0),
     )
-    output: str = _param("", "write the visualisation to this video file; '' = show a window")
+    camera_info_file: str = _param(
+        "",
+        "intrinsics: a camera_calibration YAML (ost.yaml) or a sensor_msgs/CameraInfo YAML; "
+        "'' = a pinhole camera from horizontal_fov",
+    )
+    frame_id: str = _param(
+        "camera_optical_frame", "frame_id of the images and camera info published with --publish"
+    )
+    snapshot_dir: str = _param("snapshots", "folder for the snapshots ('s' key, --snapshot-every)")
 
 
 # ============================================================================ parameter specs
@@ -459,9 +551,13 @@ class ParamSpec:
     read_only: bool = False
     check: Callable[[Any], str | None] | None = field(default=None, compare=False, repr=False)
     path: tuple[str, ...] = ()  # attribute path inside the settings object
+    # Words that stand for a value (net_size: 'auto' = 0); not part of equality.
+    aliases: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def coerce(self, value: Any) -> Any:
         """The value in this parameter's type, or ConfigError naming the parameter."""
+        if self.aliases and isinstance(value, str) and value in self.aliases:
+            value = self.aliases[value]
         value = self._typed(value)
         if self.choices is not None and value not in self.choices:
             self._fail(f"must be one of {list(self.choices)}, got {value!r}")
@@ -569,6 +665,7 @@ def _walk(cls: type, prefix: str, path: tuple[str, ...], read_only: bool | None)
             read_only=ro,
             check=f.metadata.get("check"),
             path=path + (f.name,),
+            aliases=f.metadata.get("aliases"),
         )
 
 

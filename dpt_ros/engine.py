@@ -19,8 +19,8 @@ CUDA (per input size, a ring of ``max_in_flight + 1`` slots, each allocated once
     result():        waits for that frame's download event only, then copies out of the slot.
 fp16/bf16 run under autocast; a device-side all-finite flag travels with the download, and a
 model whose output was not finite is rerun in eager fp32 for that frame and stays so (logged
-once; compiled models get the same check). Optional: CUDA graphs of each model's forward per
-input size, torch.compile.
+once; compiled models get the same check). CUDA graphs of each model's forward per input
+shape, captured once a shape repeats (`dpt_ros.graph_cache`: bounded LRU), and torch.compile.
 Results never alias the pinned slots (a slot is reused ``max_in_flight + 1`` frames later):
 ``result()`` returns fresh arrays. A slot whose previous frame was never collected is
 collected (copied out) before reuse, which is also what bounds the frames in flight.
@@ -43,6 +43,9 @@ import torch
 from torch import nn
 
 from dpt_ros import transforms
+from dpt_ros.graph_cache import GraphCache
+from dpt_ros.precision import cpu_native_bf16, precision_problem, resolve_precision
+from dpt_ros.trt_backend import TensorRTBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ PRECISIONS: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+BACKENDS = ("pytorch", "tensorrt")
 STAGES = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download", "total")
 DEPTH, SEGMENTATION = "depth", "segmentation"
 _KINDS = (DEPTH, SEGMENTATION)
@@ -65,10 +69,16 @@ _MAX_CLASSES = 255
 class EngineConfig:
     """What to run and where. ``output_size`` is (width, height); None keeps the input size.
 
-    ``model=None`` runs segmentation only. ``channels_last=None`` turns it on where it pays
-    (CUDA with fp16/bf16). ``tf32`` allows TF32 matmuls/convolutions on CUDA (process-wide).
-    ``batch_size`` is the chunk size of `Engine.infer_batch`. ``threads`` sets torch's
-    (process-wide) intra-op thread count.
+    ``precision``: fp32, bf16, fp16 (CUDA only) or auto (`dpt_ros.precision`: bf16 on a CPU
+    with native bf16, else fp32; fp16 on CUDA). ``model=None`` runs segmentation only.
+    ``channels_last=None`` turns it on where it pays (CPU; CUDA with fp16/bf16). ``tf32`` allows
+    TF32 matmuls/convolutions on CUDA (process-wide). ``batch_size`` is the chunk size of
+    `Engine.infer_batch`. ``threads`` sets torch's (process-wide) intra-op thread count.
+    ``cuda_graphs``: None = on for CUDA (a forward is captured once its input shape has been
+    seen ``graph_after`` times; at most ``max_graphs`` graphs and ``graph_memory_mib`` of
+    device memory kept, least recently used dropped first), off on the CPU; False = off.
+    ``backend='tensorrt'`` (CUDA): `dpt_ros.trt_backend` engines per input shape, cached in
+    ``trt_cache_dir`` (default ~/.cache/dpt_ros/tensorrt); PyTorch when unavailable.
     """
 
     model: str | None = "dpt_hybrid"
@@ -77,11 +87,16 @@ class EngineConfig:
     segmentation_weights: str | None = None
     device: str = "cpu"
     precision: str = "fp32"
-    net_size: int = 384
+    net_size: int | str = transforms.AUTO  # "auto": each model's own size (transforms.resize_rule)
     output_size: tuple[int, int] | None = None
     threads: int | None = None
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None
+    graph_after: int = 2
+    max_graphs: int = 8
+    graph_memory_mib: int = 4096
     compile: bool = False
+    backend: str = "pytorch"
+    trt_cache_dir: str | None = None
     max_in_flight: int = 2
     batch_size: int = 4
     channels_last: bool | None = None
@@ -91,12 +106,13 @@ class EngineConfig:
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.fullmatch(self.device.strip()):
             raise ValueError(f"unknown device {self.device!r}: use 'cpu', 'cuda' or 'cuda:N'")
         self.device = self.device.strip()
-        if self.precision not in PRECISIONS:
+        problem = precision_problem(self.device, self.precision)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.net_size != transforms.AUTO and not _is_positive_int(self.net_size):
             raise ValueError(
-                f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
+                f"net_size must be 'auto' or a positive integer, got {self.net_size!r}"
             )
-        if not _is_positive_int(self.net_size):
-            raise ValueError(f"net_size must be a positive integer, got {self.net_size!r}")
         if self.output_size is not None:
             size = tuple(self.output_size)
             if len(size) != 2 or not all(_is_positive_int(v) for v in size):
@@ -113,6 +129,14 @@ class EngineConfig:
             )
         if not _is_positive_int(self.batch_size):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.backend == "tensorrt" and self.device == "cpu":
+            raise ValueError("backend 'tensorrt' needs CUDA (EngineConfig.device='cuda')")
+        for name in ("graph_after", "max_graphs", "graph_memory_mib"):
+            value = getattr(self, name)
+            if not (_is_positive_int(value) or value == 0) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 @dataclass
@@ -173,14 +197,27 @@ class Engine:
         self._cuda = self.device.type == "cuda"
         if config.cuda_graphs and not self._cuda:
             raise ValueError("cuda_graphs needs a CUDA device (EngineConfig.device='cuda')")
-        if self._cuda and config.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        self._graphs = GraphCache(
+            max_graphs=config.max_graphs if self._cuda and config.cuda_graphs is not False else 0,
+            max_bytes=config.graph_memory_mib << 20,
+            capture_after=config.graph_after,
+        )
+        precision, why = resolve_precision(config.device, config.precision)
+        if self._cuda and precision == "bf16" and not torch.cuda.is_bf16_supported():
             raise RuntimeError(f"precision 'bf16' is not supported by {self.device}; use fp16")
+        LOG.info("precision %s (%s: %s)", precision, config.precision, why)
+        if precision == "bf16" and not self._cuda and not cpu_native_bf16()[0]:
+            LOG.warning("bf16 on a CPU without native bf16 is emulated and slower than fp32")
+        # What was asked for with auto resolved; `precisions` says what runs now.
+        self.precision = precision
         if config.threads is not None:
             torch.set_num_threads(config.threads)
+        # channels_last pays on the CPU (oneDNN's convolutions; DPT-Hybrid's ResNet ~7-10%
+        # faster) and on CUDA below fp32 (tensor-core convolutions).
         self._channels_last = (
             config.channels_last
             if config.channels_last is not None
-            else self._cuda and config.precision != "fp32"
+            else not self._cuda or precision != "fp32"
         )
         if self._cuda:
             torch.backends.cuda.matmul.allow_tf32 = config.tf32
@@ -198,6 +235,11 @@ class Engine:
                 self._runners[kind] = self._make_runner(kind, module)
         if not self._runners:
             raise ValueError("no model: set EngineConfig.model and/or segmentation_model")
+        # One preprocessed input feeds both models: its size follows the depth model's own
+        # rule (or the segmentation model's when it runs alone).
+        self.resize_rule = transforms.resize_rule(
+            config.net_size, next(iter(self._runners.values())).eager
+        )
 
         self._lock = threading.RLock()
         self._pools: OrderedDict[tuple[int, int, int], _Pool] = OrderedDict()
@@ -276,8 +318,9 @@ class Engine:
                     results[i] = prediction
         return results  # type: ignore[return-value]
 
-    def warmup(self, width: int, height: int, frames: int = 2) -> None:
-        """Run a few frames of this size (allocates the pool, autotunes, captures graphs)."""
+    def warmup(self, width: int, height: int, frames: int = 3) -> None:
+        """Run a few frames of this size (allocates the pool, autotunes, captures graphs once
+        ``frames`` > ``graph_after``)."""
         rgb = np.zeros((height, width, 3), np.uint8)
         for _ in range(frames):
             self.infer(rgb, DEPTH in self._runners, SEGMENTATION in self._runners)
@@ -295,6 +338,7 @@ class Engine:
             self._pools.clear()
             if self._cuda:
                 torch.cuda.synchronize(self.device)
+            self._graphs.clear()
 
     # ------------------------------------------------------------------ set-up
 
@@ -319,9 +363,16 @@ class Engine:
         if self.config.compile:
             module = torch.compile(module)
         stream = torch.cuda.Stream(self.device) if self._cuda else None
-        return _Runner(
-            kind, module, semantics, self.config.precision, stream, eager, self.config.compile
+        runner = _Runner(
+            kind, module, semantics, self.precision, stream, eager, self.config.compile
         )
+        if self.config.backend == "tensorrt":
+            name = self.config.model if kind == DEPTH else self.config.segmentation_model
+            trt = TensorRTBackend(
+                eager, name or type(eager).__name__, self.precision, self.config.trt_cache_dir
+            )
+            runner.trt = trt if trt.available else None
+        return runner
 
     def _wanted(self, want_depth: bool, want_labels: bool | None) -> tuple[str, ...]:
         if want_labels is None:
@@ -369,8 +420,12 @@ class Engine:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model output as float32 ((N,H,W) depth or (N,C,H,W) logits) and, with ``check``, a
         device-side all-finite flag (read later, so no host synchronisation here)."""
-        with self._autocast(precision):
-            out = runner.module(x)
+        trt = runner.trt.module_for(x) if runner.trt is not None else None
+        if trt is not None:  # precision is compiled into the TensorRT engine
+            out = trt(x)
+        else:
+            with self._autocast(precision):
+                out = runner.module(x)
         out = _checked_output(runner.kind, out, batch).float()
         finite = torch.isfinite(out).all() if check else None
         return out, finite
@@ -379,6 +434,7 @@ class Engine:
         """After a non-finite output: plain eager fp32 from now on (says so once)."""
         if runner.checked:
             what = runner.precision + (" (torch.compile)" if runner.compiled else "")
+            what += " (TensorRT)" if runner.trt is not None else ""
             LOG.warning(
                 "%s model produced non-finite values in %s: rerunning in eager fp32 and "
                 "staying there",
@@ -388,6 +444,7 @@ class Engine:
             runner.precision = "fp32"
             runner.module = runner.eager
             runner.compiled = False
+            runner.trt = None
 
     # ------------------------------------------------------------------ CPU path
 
@@ -399,7 +456,12 @@ class Engine:
         frames = [np.ascontiguousarray(rgb) for rgb in frames]
         t1 = time.perf_counter()
         net = np.stack(
-            [transforms.preprocess_image(rgb, net_size=self.config.net_size) for rgb in frames]
+            [
+                transforms.preprocess_image(
+                    rgb, net_size=self.resize_rule.net_size, method=self.resize_rule.method
+                )
+                for rgb in frames
+            ]
         )
         t2 = time.perf_counter()
         x = torch.from_numpy(net)
@@ -461,7 +523,7 @@ class Engine:
         if len(self._pools) >= _MAX_POOLS:
             _, oldest = self._pools.popitem(last=False)
             self._drain(oldest)
-        net_hw = transforms.network_input_size(height, width, net_size=self.config.net_size)
+        net_hw = self.resize_rule.input_size(height, width)
         pool = _Pool(
             key=key,
             net_hw=tuple(net_hw),
@@ -554,11 +616,14 @@ class Engine:
         stream, kind, ev = runner.stream, runner.kind, slot.events
         precision, check = runner.precision, runner.checked
         ev[f"forward_start:{kind}"].record(stream)
-        if self.config.cuda_graphs:
-            graph = pool.graphs.get(kind)
-            if graph is None or graph.precision != precision:
-                graph = self._capture(runner, slot.dev_net, batch, precision, check)
-                pool.graphs[kind] = graph
+        key = (kind, tuple(slot.dev_net.shape), precision)
+        graph = self._graphs.get(key)
+        # TensorRT engines launch their own kernels: no graphs around them.
+        if graph is None and runner.trt is None and self._graphs.should_capture(key):
+            graph = self._capture(runner, slot.dev_net, batch, precision, check)
+            self._release(self._graphs.put(key, graph, graph.nbytes))
+            graph = self._graphs.get(key)
+        if graph is not None:
             graph.static_in.copy_(slot.dev_net)
             graph.graph.replay()
             out, finite = graph.static_out, graph.static_finite
@@ -588,10 +653,21 @@ class Engine:
         static_in.copy_(example)
         for _ in range(3):
             self._forward(runner, static_in, batch, precision, check)
+        runner.stream.synchronize()
+        reserved = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=runner.stream, capture_error_mode="thread_local"):
             static_out, static_finite = self._forward(runner, static_in, batch, precision, check)
-        return _Graph(graph, static_in, static_out, static_finite, precision)
+        # The graph's private memory pool, plus its input buffer.
+        nbytes = torch.cuda.memory_reserved(self.device) - reserved + static_in.nbytes
+        return _Graph(graph, static_in, static_out, static_finite, precision, nbytes)
+
+    def _release(self, graphs: list[_Graph]) -> None:
+        """Drop evicted graphs once the device has finished any replay of them (their memory
+        pools go with them). Rare: only when the cache overflows."""
+        if graphs:
+            torch.cuda.synchronize(self.device)
+            graphs.clear()
 
     def _resolve(self, pending: _Pending) -> None:
         """Wait for one frame's download, rerun non-finite outputs in fp32, copy out, free the
@@ -639,8 +715,7 @@ class Engine:
         for kind in kinds:
             runner = self._runners[kind]
             self._fall_back(runner)
-            for other in self._pools.values():
-                other.graphs.pop(kind, None)
+            self._release(self._graphs.drop(lambda key, kind=kind: key[0] == kind))
             with torch.cuda.stream(runner.stream):
                 out, _ = self._forward(runner, slot.dev_net, batch, "fp32", False)
                 self._postprocess_cuda(kind, out, slot, pool.out_hw)
@@ -662,6 +737,7 @@ class _Runner:
     stream: torch.cuda.Stream | None
     eager: nn.Module
     compiled: bool
+    trt: TensorRTBackend | None = None  # backend 'tensorrt': per-shape engines
 
     @property
     def checked(self) -> bool:
@@ -677,6 +753,7 @@ class _Graph:
     static_out: torch.Tensor
     static_finite: torch.Tensor | None
     precision: str
+    nbytes: int
 
 
 _EVENT_NAMES = (
@@ -755,13 +832,12 @@ class _Slot:
 
 @dataclass
 class _Pool:
-    """The slots (and CUDA graphs) for one (batch, height, width)."""
+    """The slots for one (batch, height, width)."""
 
     key: tuple[int, int, int]
     net_hw: tuple[int, int]
     out_hw: tuple[int, int]
     slots: list[_Slot]
-    graphs: dict[str, _Graph] = field(default_factory=dict)
     cursor: int = 0
 
     def next_slot(self) -> _Slot:

@@ -2,6 +2,14 @@
 
 Conventions follow ROS and OpenCV: optical frame (z forward, x right, y down), pixel (0, 0) is
 the *centre* of the top-left pixel, and depth images hold z (not range) in metres.
+
+Raw and rectified images (sensor_msgs/CameraInfo, REP 104, image_geometry): K and D describe the
+raw (distorted) image, P's left 3x3 the rectified one, R the rotation of the rectified frame
+(used to build rectification maps, as image_proc does). A ``CameraModel`` keeps all of them for
+the image as delivered -- binning and region of interest applied as image_geometry's
+``PinholeCameraModel.fromCameraInfo`` applies them -- and ``rectified()`` gives the camera of the
+rectified image. As image_geometry's projection and depth_image_proc do, a rectified image is taken
+to lie in the header's frame, and P's Tx/Ty (a stereo baseline) are not applied to points.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from functools import cached_property
 import numpy as np
 
 DISTORTION_MODELS = ("none", "plumb_bob", "rational_polynomial", "equidistant")
+IMAGE_TYPES = ("auto", "raw", "rectified")
 
 # Accepted coefficient counts per model. plumb_bob is (k1, k2, p1, p2[, k3]); rational_polynomial
 # is (k1, k2, p1, p2, k3, k4, k5, k6); equidistant (fisheye) is (k1, k2, k3, k4).
@@ -32,10 +41,14 @@ _NEWTON_TOLERANCE = 1e-12
 
 @dataclass(frozen=True, eq=False)
 class CameraModel:
-    """A calibrated camera as in sensor_msgs/CameraInfo (K, D, distortion_model, width, height).
+    """A calibrated camera as in sensor_msgs/CameraInfo (K, D, distortion_model, width, height,
+    and optionally R and P) for the image as delivered: width x height pixels.
 
-    Arrays are copied, converted to float64 and made read-only; bad values raise ValueError.
-    Derived lookup tables (the per-pixel ray grid) are cached on the instance.
+    K and D map this image's pixels to rays (the raw image). ``R`` (3x3 rotation, None =
+    identity) and ``P`` (3x4 projection, None = [K | 0]) describe the rectified image of the same
+    size; see ``rectified()``. Arrays are copied, converted to float64 and made read-only; bad
+    values raise ValueError. Derived lookup tables (ray grid, rectification maps) are cached on
+    the instance.
     """
 
     K: np.ndarray
@@ -43,6 +56,8 @@ class CameraModel:
     distortion_model: str
     width: int
     height: int
+    R: np.ndarray | None = None
+    P: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,8 +109,11 @@ class CameraModel:
             raise ValueError(
                 f"camera width and height must be positive integers, got {self.width}x{self.height}"
             )
+        R, P = _rotation_or_none(self.R), _projection_or_none(self.P)
         K.setflags(write=False)
         D.setflags(write=False)
+        object.__setattr__(self, "R", R)
+        object.__setattr__(self, "P", P)
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "D", D)
         object.__setattr__(self, "distortion_model", model)
@@ -111,16 +129,20 @@ class CameraModel:
         return hash(self._key)
 
     @property
-    def _key(self) -> tuple:
-        # Lets callers see whether a new CameraInfo really changed the camera (and keep the
-        # cached ray grid when it did not).
+    def key(self) -> tuple:
+        """A hashable value identity: lets callers see whether a new CameraInfo really changed
+        the camera (and keep cached ray grids and rectification maps when it did not)."""
         return (
             self.K.tobytes(),
             self.D.tobytes(),
             self.distortion_model,
             self.width,
             self.height,
+            None if self.R is None else self.R.tobytes(),
+            None if self.P is None else self.P.tobytes(),
         )
+
+    _key = key
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -131,14 +153,48 @@ class CameraModel:
         distortion_model: str,
         width: int,
         height: int,
+        r: Sequence[float] | None = None,
+        p: Sequence[float] | None = None,
+        binning_x: int = 0,
+        binning_y: int = 0,
+        roi: tuple[int, int, int, int] | None = None,
     ) -> CameraModel:
-        """Build from CameraInfo fields passed as plain sequences (msg.k, msg.d, ...)."""
+        """Build from CameraInfo fields passed as plain sequences (msg.k, msg.d, ...).
+
+        ``width`` x ``height`` is the calibrated (full) resolution. ``roi`` is
+        (x_offset, y_offset, height, width) of sensor_msgs/RegionOfInterest, all zero or None =
+        the full image. As image_geometry's ``PinholeCameraModel``: the ROI offset is subtracted
+        from the principal points of K and P, then binning divides the rows of K and P (fx, cx,
+        Tx by binning_x; fy, cy, Ty by binning_y; 0 counts as 1). The model's size is that of
+        the delivered image: (ROI width or width) // binning_x, likewise for the height.
+        An all-zero R or P (drivers of uncalibrated cameras send them) counts as not given.
+        """
+        K = np.array(k, dtype=np.float64).reshape(-1)
+        P = None if p is None else np.array(p, dtype=np.float64).reshape(-1)
+        bx, by = max(1, int(binning_x)), max(1, int(binning_y))
+        x_off, y_off, roi_h, roi_w = (0, 0, 0, 0) if roi is None else (int(v) for v in roi)
+        if min(x_off, y_off, roi_h, roi_w) < 0:
+            raise ValueError(f"camera ROI must not be negative, got {roi}")
+        full_w, full_h = width, height  # checked by the constructor
+        if roi_w or roi_h:
+            if not (roi_w and roi_h) or x_off + roi_w > full_w or y_off + roi_h > full_h:
+                raise ValueError(
+                    f"camera ROI {roi_w}x{roi_h} at ({x_off}, {y_off}) does not fit the "
+                    f"calibrated {full_w}x{full_h} image"
+                )
+            full_w, full_h = roi_w, roi_h
+        if K.size == 9 and (x_off or y_off or bx > 1 or by > 1):
+            K = _roi_binned(K.reshape(3, 3), x_off, y_off, bx, by)
+        if P is not None and P.size == 12 and np.any(P):
+            P = _roi_binned(P.reshape(3, 4), x_off, y_off, bx, by)
         return cls(
-            np.asarray(k, dtype=np.float64),
+            K,
             np.asarray(d, dtype=np.float64),
             distortion_model,
-            width,
-            height,
+            full_w // bx if bx > 1 else full_w,
+            full_h // by if by > 1 else full_h,
+            R=None if r is None else np.asarray(r, dtype=np.float64),
+            P=P,
         )
 
     @classmethod
@@ -163,10 +219,15 @@ class CameraModel:
     def camera_info_fields(self) -> dict:
         """CameraInfo fields (k, d, distortion_model, r, p, width, height) as plain lists.
 
-        The projection matrix P = [K | 0] and R = I describe a monocular unrectified camera.
+        R and P are the model's own; when not given, R = I and P = [K | 0] (a monocular camera
+        whose rectified image has the raw image's intrinsics). Binning and ROI are already in
+        the model (its pixels are the delivered image's), so a message built from these fields
+        has binning 0 and an empty ROI.
         """
         p = np.zeros((3, 4))
         p[:, :3] = self.K
+        if self.P is not None:
+            p = self.P.copy()
         if self.is_distorted:
             model, d = self.distortion_model, self.D.tolist()
         else:  # the form ROS tools expect for an undistorted camera
@@ -175,7 +236,7 @@ class CameraModel:
             "k": self.K.reshape(-1).tolist(),
             "d": d,
             "distortion_model": model,
-            "r": np.eye(3).reshape(-1).tolist(),
+            "r": (np.eye(3) if self.R is None else self.R).reshape(-1).tolist(),
             "p": p.reshape(-1).tolist(),
             "width": self.width,
             "height": self.height,
@@ -223,7 +284,77 @@ class CameraModel:
         K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
         K[1, 1] *= sy
         K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-        return CameraModel(K, self.D, self.distortion_model, int(width), int(height))
+        P = None
+        if self.P is not None:
+            P = self.P.copy()
+            P[0] *= sx
+            P[1] *= sy
+            P[0, 2] = (self.P[0, 2] + 0.5) * sx - 0.5
+            P[1, 2] = (self.P[1, 2] + 0.5) * sy - 0.5
+        return CameraModel(K, self.D, self.distortion_model, int(width), int(height), R=self.R, P=P)
+
+    # ------------------------------------------------------------------ rectification
+    @property
+    def needs_rectification(self) -> bool:
+        """Whether the rectified image differs from the raw one (distortion, R or P != K)."""
+        if self.is_distorted or (self.R is not None and not np.allclose(self.R, np.eye(3))):
+            return True
+        return self.P is not None and not np.allclose(self.P[:, :3], self.K)
+
+    def rectified(self) -> CameraModel:
+        """The camera of this image's rectified version: K = P's left 3x3, no distortion, the
+        same size; R = I and P kept (its Tx/Ty too) for the published camera_info.
+
+        Raises ValueError when the image needs rectification but CameraInfo gave no P.
+        """
+        if self.P is None:
+            if self.needs_rectification:
+                raise ValueError(
+                    "camera_info has a distortion model or R but no projection matrix P: the "
+                    "rectified camera is unknown (use image_type 'raw')"
+                )
+            return self
+        return CameraModel(self.P[:, :3], [], "none", self.width, self.height, P=self.P)
+
+    def rectify_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """cv2.remap maps from this (raw) image to the grid of ``rectified()`` (cached).
+
+        OpenCV ``initUndistortRectifyMap(K, D, R, P)`` (``cv2.fisheye`` for equidistant), as
+        image_geometry's ``rectifyImage``; fixed-point maps (CV_16SC2) for a fast remap.
+        """
+        maps = self._cache.get("rectify_maps")
+        if maps is None:
+            import cv2
+
+            new_k = self.rectified().K
+            R = np.eye(3) if self.R is None else self.R
+            size = (self.width, self.height)
+            if self.distortion_model == "equidistant" and self.is_distorted:
+                maps = cv2.fisheye.initUndistortRectifyMap(
+                    self.K, self.D.reshape(4, 1), R, new_k, size, cv2.CV_16SC2
+                )
+            else:
+                D = self.D if self.is_distorted else np.zeros(5)
+                maps = cv2.initUndistortRectifyMap(self.K, D, R, new_k, size, cv2.CV_16SC2)
+            self._cache["rectify_maps"] = maps
+        return maps
+
+    def rectify_image(self, image: np.ndarray, interpolation: int | None = None) -> np.ndarray:
+        """This camera's raw image -> the rectified image (same size, bilinear by default).
+
+        Pixels that see nothing of the raw image are 0. ValueError if the size is not this
+        camera's.
+        """
+        import cv2
+
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                f"{self.width}x{self.height}"
+            )
+        map1, map2 = self.rectify_maps()
+        how = cv2.INTER_LINEAR if interpolation is None else interpolation
+        return cv2.remap(image, map1, map2, how, borderMode=cv2.BORDER_CONSTANT)
 
     # ------------------------------------------------------------------ distortion
     def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
@@ -493,6 +624,67 @@ def transform_from_quaternion(
     ]
     T[:3, 3] = t
     return T
+
+
+def resolve_image_type(image_type: str, topic: str = "") -> str:
+    """'raw' or 'rectified' for an image_type setting and the image topic's name.
+
+    'auto' follows image_proc's topic names, the only place the kind of image is stated: a
+    last name component starting with ``image_rect`` (image_rect, image_rect_color) is
+    rectified, anything else (image_raw, image_color, image, a webcam) raw. kitti2bag-made bags
+    call their rectified images ``image_raw``: set 'rectified' for them.
+    """
+    if image_type not in IMAGE_TYPES:
+        raise ValueError(f"image_type must be one of {IMAGE_TYPES}, got {image_type!r}")
+    if image_type != "auto":
+        return image_type
+    last = topic.rstrip("/").rsplit("/", 1)[-1]
+    if last == "compressed":  # image_transport: <image topic>/compressed
+        last = topic.rstrip("/").rsplit("/", 2)[-2] if topic.count("/") else ""
+    return "rectified" if last.startswith("image_rect") else "raw"
+
+
+def _roi_binned(M: np.ndarray, x_off: int, y_off: int, bx: int, by: int) -> np.ndarray:
+    # image_geometry PinholeCameraModel::fromCameraInfo: subtract the ROI offset from the
+    # principal point, then divide row 0 by binning_x and row 1 by binning_y.
+    M = M.copy()
+    M[0, 2] -= x_off * M[2, 2]
+    M[1, 2] -= y_off * M[2, 2]
+    M[0] /= bx
+    M[1] /= by
+    return M
+
+
+def _rotation_or_none(R: np.ndarray | None) -> np.ndarray | None:
+    if R is None:
+        return None
+    R = np.array(R, dtype=np.float64).reshape(-1)
+    if not np.any(R):
+        return None
+    if R.size != 9 or not np.all(np.isfinite(R)):
+        raise ValueError(f"camera R must be 9 finite values, got {R.tolist()}")
+    R = R.reshape(3, 3)
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-5) or np.linalg.det(R) < 0:
+        raise ValueError(f"camera R is not a rotation matrix: {R.tolist()}")
+    R.setflags(write=False)
+    return R
+
+
+def _projection_or_none(P: np.ndarray | None) -> np.ndarray | None:
+    if P is None:
+        return None
+    P = np.array(P, dtype=np.float64).reshape(-1)
+    if not np.any(P):
+        return None
+    if P.size != 12 or not np.all(np.isfinite(P)):
+        raise ValueError(f"camera P must be 12 finite values (3x4), got {P.tolist()}")
+    P = P.reshape(3, 4)
+    if P[0, 0] <= 0 or P[1, 1] <= 0 or not np.allclose(P[2, :3], (0.0, 0.0, 1.0)):
+        raise ValueError(
+            f"camera P must have positive focal lengths and third row (0, 0, 1, 0), got {P}"
+        )
+    P.setflags(write=False)
+    return P
 
 
 def _radial_factor(r2: np.ndarray, D: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ host byte order. Every other path copies once, inside the colour conversion.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +34,10 @@ class ConversionError(ValueError):
 
 class ImageConversionError(ConversionError):
     """An Image or CompressedImage is malformed or uses an unsupported encoding."""
+
+
+class ImageLimitError(ImageConversionError):
+    """An image is well formed but beyond the size limits (``check_image_limits``)."""
 
 
 class PointCloudConversionError(ConversionError):
@@ -164,11 +170,190 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
     return (pixels >> 8).astype(np.uint8)
 
 
+def check_image_limits(
+    width: int,
+    height: int,
+    *,
+    max_pixels: int | None = None,
+    max_aspect_ratio: float | None = None,
+    what: str = "Image",
+) -> None:
+    """Refuse an image whose size would make one message cost without bound.
+
+    The network input grows with the aspect ratio (the shorter side is resized up to the
+    network size), the decoded buffers with the pixel count. Raises ImageLimitError naming the
+    size and the limit (ImageConversionError for a zero size); None disables a limit.
+    """
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"{what} has zero size ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageLimitError(
+            f"{what} is {width}x{height} = {width * height} pixels, more than max_image_pixels "
+            f"({max_pixels})"
+        )
+    aspect = max(width, height) / min(width, height)
+    if max_aspect_ratio is not None and aspect > max_aspect_ratio:
+        raise ImageLimitError(
+            f"{what} is {width}x{height}, aspect ratio {aspect:.4g} is above max_aspect_ratio "
+            f"({max_aspect_ratio:g})"
+        )
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (ITU T.81 table B.1): baseline, extended, progressive, lossless,
+# arithmetic and hierarchical variants; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_JPEG_SOF = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC})
+_RADIANCE_SIZE = re.compile(rb"^([-+])([XY]) (\d+) ([-+])([XY]) (\d+)$")
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    # PNG spec 11.2.2: IHDR comes first; width and height are 4-byte big-endian.
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _jpeg_size(buf: bytes) -> tuple[int, int] | None:
+    # Walk the marker segments (T.81 B.1.1) up to the first SOF: P, Y, X after the length.
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+            i += 2
+            continue
+        length = int.from_bytes(buf[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(buf):
+                return None
+            height = int.from_bytes(buf[i + 5 : i + 7], "big")
+            width = int.from_bytes(buf[i + 7 : i + 9], "big")
+            return width, height
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def _radiance_size(buf: bytes) -> tuple[int, int] | None:
+    # Radiance RGBE: text header, an empty line, then e.g. "-Y 480 +X 640".
+    lines = buf[:65536].split(b"\n")
+    for j, line in enumerate(lines):
+        if not line.strip() and j + 1 < len(lines):
+            match = _RADIANCE_SIZE.match(lines[j + 1].strip())
+            if not match:
+                return None
+            first, second = int(match.group(3)), int(match.group(6))
+            return (second, first) if match.group(2) == b"Y" else (first, second)
+    return None
+
+
+def _netpbm_size(buf: bytes) -> tuple[int, int] | None:
+    # PBM/PGM/PPM (P1-P6) and PFM (PF, Pf): magic, then width and height as text; # comments.
+    tokens: list[bytes] = []
+    for line in buf[:4096].split(b"\n"):
+        tokens += line.split(b"#")[0].split()
+        if len(tokens) >= 3:
+            break
+    if len(tokens) < 3 or not (tokens[1].isdigit() and tokens[2].isdigit()):
+        return None
+    return int(tokens[1]), int(tokens[2])
+
+
+def _tiff_size(buf: bytes) -> tuple[int, int] | None:
+    # TIFF 6.0: byte order, 42, offset of the first IFD; tags 256/257 are width/length.
+    order = "little" if buf[:2] == b"II" else "big"
+    offset = int.from_bytes(buf[4:8], order)
+    if offset + 2 > len(buf):
+        return None
+    count = int.from_bytes(buf[offset : offset + 2], order)
+    size: dict[int, int] = {}
+    for k in range(count):
+        entry = buf[offset + 2 + 12 * k : offset + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        tag, kind = int.from_bytes(entry[0:2], order), int.from_bytes(entry[2:4], order)
+        if tag in (256, 257):
+            size[tag] = int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pillow_size(buf: bytes) -> tuple[int, int, str] | None:
+    # Pillow's Image.open parses the header only; the pixels load on first access.
+    try:
+        from PIL import Image as PILImage
+
+        with PILImage.open(io.BytesIO(buf)) as image:
+            return int(image.size[0]), int(image.size[1]), str(image.format)
+    except Exception:  # noqa: BLE001 (any parser failure means "size unknown")
+        return None
+
+
+def encoded_image_size(data: Any) -> tuple[int, int, str] | None:
+    """(width, height, format) from an encoded image's header, without decoding any pixel.
+
+    PNG (IHDR), JPEG (the first SOF marker), Radiance HDR, TIFF (first IFD) and Netpbm/PFM are
+    parsed here; other formats (BMP, WebP, ...) through Pillow's lazy ``Image.open``, which reads
+    only the header. None when the size cannot be read from the header.
+    """
+    buf = data if isinstance(data, bytes) else _byte_view(data).tobytes()
+    for signature, reader, name in (
+        (_PNG_SIGNATURE, _png_size, "PNG"),
+        (b"\xff\xd8", _jpeg_size, "JPEG"),
+        (b"#?RADIANCE", _radiance_size, "Radiance HDR"),
+        (b"#?RGBE", _radiance_size, "Radiance HDR"),
+        (b"II*\x00", _tiff_size, "TIFF"),
+        (b"MM\x00*", _tiff_size, "TIFF"),
+        *((magic, _netpbm_size, "Netpbm") for magic in (b"PF", b"Pf", b"P4", b"P5", b"P6")),
+    ):
+        if buf.startswith(signature):
+            size = reader(buf)
+            return None if size is None else (*size, name)
+    return _pillow_size(buf)
+
+
+def _decoded_to_rgb(decoded: np.ndarray, already_rgb: bool, fmt: str) -> np.ndarray:
+    """Any OpenCV-decoded image -> uint8 (H, W, 3) RGB, or ImageConversionError.
+
+    uint8 as it is; uint16 keeps its high byte; float (HDR, PFM, float TIFF) is taken as
+    [0, 1] (clipped, NaN -> 0); 1 channel is grey, 2 grey + alpha, 3 BGR (RGB when the
+    format says so), 4 BGRA. Palette images arrive expanded by OpenCV.
+    """
+    if decoded.ndim == 2:
+        decoded = decoded[:, :, None]
+    channels = decoded.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise ImageConversionError(
+            f"CompressedImage (format {fmt!r}) decodes to {channels} channels; 1 to 4 supported"
+        )
+    if decoded.dtype == np.uint16:
+        decoded = _to_8bit(decoded)
+    elif decoded.dtype.kind == "f":
+        scaled = np.nan_to_num(decoded.astype(np.float32, copy=False), nan=0.0)
+        decoded = np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif decoded.dtype != np.uint8:
+        raise ImageConversionError(
+            f"CompressedImage (format {fmt!r}) decodes to {decoded.dtype} pixels, which have no "
+            "colour scale; supported: 8- and 16-bit unsigned, float"
+        )
+    if channels <= 2:  # grey, or grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(decoded[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    if channels == 4:
+        return cv2.cvtColor(decoded, cv2.COLOR_RGBA2RGB if already_rgb else cv2.COLOR_BGRA2RGB)
+    return decoded if already_rgb else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
 # ---------------------------------------------------------------------------------------------
 # images in
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(
+    msg: Any, *, max_pixels: int | None = None, max_aspect_ratio: float | None = None
+) -> np.ndarray:
     """``sensor_msgs/Image`` -> uint8 (H, W, 3) RGB.
 
     Supported encodings: ``SUPPORTED_ENCODINGS``. 16-bit data (mono16, rgb16, bayer_*16) keeps
@@ -176,9 +361,13 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     are read as mono8/bgr8/bgra8/mono16. For ``ZERO_COPY_ENCODINGS`` the result is a view over
     ``msg.data`` (possibly non-contiguous, writable iff the buffer is); otherwise a new array.
     Raises ImageConversionError for zero size, a step too small for the width, a data length
-    other than ``step * height`` or an unknown encoding.
+    other than ``step * height``, an unknown encoding, or a size beyond ``max_pixels`` /
+    ``max_aspect_ratio`` (``check_image_limits``; checked before any pixel is touched).
     """
     encoding = _normalise_encoding(str(msg.encoding))
+    check_image_limits(
+        int(msg.width), int(msg.height), max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio
+    )
     pixels = _pixel_view(msg, encoding)
     if encoding in ("rgb8", "rgba8"):
         return pixels[:, :, :3]
@@ -203,12 +392,17 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(pixels[:, :, 0], cv2.COLOR_GRAY2RGB)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(
+    msg: Any, *, max_pixels: int | None = None, max_aspect_ratio: float | None = None
+) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB.
 
     ``format`` follows image_transport: ``"jpeg"``, ``"png"`` or ``"<orig>; <codec> compressed
     <enc>"``. The decoded pixels are taken as BGR (what OpenCV-based publishers write) unless the
-    compressed encoding says rgb. Grey and 16-bit images (high byte kept) are accepted.
+    compressed encoding says rgb. Every decoded pixel format is converted or refused
+    (``_decoded_to_rgb``: 8/16-bit, float, 1 to 4 channels). With a limit set, the size is read
+    from the header (``encoded_image_size``) and checked before anything is decoded; data whose
+    size the header does not tell is then refused.
     """
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower().replace(" ", ""):
@@ -218,19 +412,33 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     buf = _byte_view(msg.data)
     if buf.size == 0:
         raise ImageConversionError(f"CompressedImage (format {fmt!r}) has no data")
+    if max_pixels is not None or max_aspect_ratio is not None:
+        header = encoded_image_size(buf)
+        if header is None:
+            raise ImageConversionError(
+                f"CompressedImage data ({buf.size} bytes, format {fmt!r}, starting "
+                f"{bytes(buf[:8])!r}) has no header that tells its size; refused before decoding"
+            )
+        width, height, kind = header
+        check_image_limits(
+            width,
+            height,
+            max_pixels=max_pixels,
+            max_aspect_ratio=max_aspect_ratio,
+            what=f"CompressedImage ({kind} header)",
+        )
     decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(
             f"CompressedImage data ({buf.size} bytes, format {fmt!r}) could not be decoded"
         )
-    decoded = _to_8bit(decoded)
+    if max_pixels is not None and decoded.shape[0] * decoded.shape[1] > max_pixels:
+        raise ImageLimitError(
+            f"CompressedImage decoded to {decoded.shape[1]}x{decoded.shape[0]}, more than its "
+            f"header said and than max_image_pixels ({max_pixels})"
+        )
     compressed_as = fmt.rpartition("compressed")[2].strip().lower() if ";" in fmt else ""
-    already_rgb = compressed_as.startswith("rgb")
-    if decoded.ndim == 2 or decoded.shape[2] == 1:
-        return cv2.cvtColor(decoded.reshape(decoded.shape[:2]), cv2.COLOR_GRAY2RGB)
-    if decoded.shape[2] == 4:
-        return cv2.cvtColor(decoded, cv2.COLOR_RGBA2RGB if already_rgb else cv2.COLOR_BGRA2RGB)
-    return decoded if already_rgb else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return _decoded_to_rgb(decoded, compressed_as.startswith("rgb"), fmt)
 
 
 def image_to_depth(msg: Any) -> np.ndarray:
@@ -273,18 +481,32 @@ def _camera_info_field(msg: Any, name: str) -> Any:
 
 
 def camera_info_to_camera(msg: Any) -> CameraModel:
-    """``sensor_msgs/CameraInfo`` -> CameraModel (K, D, distortion model, size).
+    """``sensor_msgs/CameraInfo`` -> CameraModel of the image as delivered.
 
-    Raises CameraInfoConversionError for an uncalibrated camera (K all zero), zero size, or a
+    K, D, R, P and the distortion model, with binning and ROI applied as image_geometry does
+    (see ``CameraModel.from_camera_info``); ``.rectified()`` of the result is the camera of the
+    rectified image. Messages without R, P, binning or ROI (hand-built objects) are read as
+    R = I, P = [K | 0], no binning, full image. Raises CameraInfoConversionError for an
+    uncalibrated camera (K all zero), zero size, an ROI outside the image, a bad R or P, or a
     distortion model / coefficient count the camera model does not accept.
     """
+    roi = getattr(msg, "roi", None)
     try:
+        r = _camera_info_field(msg, "r") if hasattr(msg, "r") or hasattr(msg, "R") else None
+        p = _camera_info_field(msg, "p") if hasattr(msg, "p") or hasattr(msg, "P") else None
         return CameraModel.from_camera_info(
             [float(v) for v in _camera_info_field(msg, "k")],
             [float(v) for v in _camera_info_field(msg, "d")],
             str(msg.distortion_model),
             int(msg.width),
             int(msg.height),
+            r=None if r is None else [float(v) for v in r],
+            p=None if p is None else [float(v) for v in p],
+            binning_x=int(getattr(msg, "binning_x", 0)),
+            binning_y=int(getattr(msg, "binning_y", 0)),
+            roi=None
+            if roi is None
+            else (int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width)),
         )
     except ValueError as error:
         raise CameraInfoConversionError(f"CameraInfo is not usable: {error}") from error
@@ -346,9 +568,15 @@ def _field_dtype(msg: Any, names: Sequence[str] | None) -> np.dtype:
             )
         formats.append(fmt)
         offsets.append(offset)
-    return np.dtype(
-        {"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step}
-    )
+    try:
+        return np.dtype(
+            {"names": wanted, "formats": formats, "offsets": offsets, "itemsize": point_step}
+        )
+    except (ValueError, TypeError, OverflowError) as error:
+        # numpy item sizes are C ints: point_step or a field count beyond 2**31 cannot be read
+        raise PointCloudConversionError(
+            f"PointCloud2 layout (point_step {point_step}) cannot be represented: {error}"
+        ) from None
 
 
 def pointcloud2_to_structured(msg: Any, names: Sequence[str] | None = None) -> np.ndarray:
@@ -432,3 +660,185 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     return np.stack([(values >> 16) & 0xFF, (values >> 8) & 0xFF, values & 0xFF], axis=-1).astype(
         np.uint8
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy -> message fields (the ROS-free half of the writers)
+#
+# The rclpy writers in ``dpt_ros.ros.convert`` and the bag tool's rosbags writer both build
+# their messages from these dicts, so pixel layout, cloud packing and camera-info scaling exist
+# once. ``data`` is always a contiguous 1-D uint8 numpy array in the message's byte order.
+
+HOST_IS_BIGENDIAN = not np.little_endian
+
+# encoding -> (dtype, ndim) of the array an output image is made from
+OUTPUT_IMAGE_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "mono8": (np.uint8, 2),
+    "32FC1": (np.float32, 2),
+}
+
+
+def image_fields(values: np.ndarray, encoding: str) -> dict[str, Any]:
+    """uint8 (H, W, 3) RGB ("rgb8" / "bgr8"), uint8 (H, W) ("mono8") or float32 (H, W)
+    ("32FC1", metres with NaN unknown, REP 118) -> ``sensor_msgs/Image`` fields: height, width,
+    encoding, is_bigendian (host order for multi-byte pixels), step (no padding) and data.
+
+    Raises ImageConversionError for another encoding, dtype or shape, or zero size.
+    """
+    if encoding not in OUTPUT_IMAGE_ENCODINGS:
+        raise ImageConversionError(
+            f"output image encoding must be one of {list(OUTPUT_IMAGE_ENCODINGS)}, got {encoding!r}"
+        )
+    dtype, ndim = OUTPUT_IMAGE_ENCODINGS[encoding]
+    values = np.asarray(values)
+    shape_ok = values.ndim == ndim and (ndim == 2 or values.shape[2] == 3)
+    if not shape_ok or values.dtype != dtype:
+        expected = "(H, W)" if ndim == 2 else "(H, W, 3)"
+        raise ImageConversionError(
+            f"{encoding} image must be a {np.dtype(dtype).name} {expected} array, got "
+            f"{values.dtype.name} {values.shape}"
+        )
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ImageConversionError(f"{encoding} image has zero size {values.shape}")
+    if encoding == "bgr8":
+        values = values[:, :, ::-1]
+    pixels = np.ascontiguousarray(values)
+    return {
+        "height": int(pixels.shape[0]),
+        "width": int(pixels.shape[1]),
+        "encoding": encoding,
+        "is_bigendian": HOST_IS_BIGENDIAN if pixels.dtype.itemsize > 1 else False,
+        "step": int(pixels.strides[0]),
+        "data": pixels.reshape(-1).view(np.uint8),
+    }
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) -> uint32 0x00RRGGBB, the layout RViz reads from a float32 ``rgb`` field;
+    the inverse of ``unpack_rgb``."""
+    rgb32 = rgb.astype(np.uint32)
+    return (rgb32[..., 0] << 16) | (rgb32[..., 1] << 8) | rgb32[..., 2]
+
+
+def pointcloud2_fields(
+    points: np.ndarray, rgb: np.ndarray | None = None, organized: bool = False
+) -> dict[str, Any]:
+    """Points (N, 3) or (H, W, 3) and optional uint8 colours of the same shape ->
+    ``sensor_msgs/PointCloud2`` fields.
+
+    Fields x, y, z (FLOAT32) and, with colours, ``rgb`` (FLOAT32 holding 0x00RRGGBB, as RViz
+    expects; point_step 16, else 12); ``fields`` is a list of (name, offset, datatype, count).
+    ``organized`` keeps the (H, W) grid and NaN points with ``is_dense`` telling whether any
+    point is non-finite; otherwise the cloud is one row of the finite points (``is_dense``
+    True). Raises PointCloudConversionError for bad shapes or colours.
+    """
+    points = np.asarray(points)
+    if points.ndim not in (2, 3) or points.shape[-1] != 3:
+        raise PointCloudConversionError(
+            f"points must be (N, 3) or (H, W, 3), got shape {points.shape}"
+        )
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape != points.shape or rgb.dtype != np.uint8:
+            raise PointCloudConversionError(
+                f"rgb must be uint8 with the points' shape {points.shape}, got "
+                f"{rgb.dtype.name} {rgb.shape}"
+            )
+    grid = points.shape[:-1] if points.ndim == 3 else (1, points.shape[0])
+    xyz = points.reshape(-1, 3)
+    colours = None if rgb is None else rgb.reshape(-1, 3)
+    finite = np.isfinite(xyz[:, 0]) & np.isfinite(xyz[:, 1]) & np.isfinite(xyz[:, 2])
+    if organized:
+        height, width = grid
+        is_dense = bool(finite.all())
+    else:
+        if not finite.all():
+            # integer take is several times faster than boolean-mask indexing of Nx3 rows
+            kept = np.flatnonzero(finite)
+            xyz = np.take(xyz, kept, axis=0)
+            colours = None if colours is None else np.take(colours, kept, axis=0)
+        height, width = 1, xyz.shape[0]
+        is_dense = True
+    names = ["x", "y", "z"] + ([] if colours is None else ["rgb"])
+    cloud = np.empty((height * width, len(names)), dtype=np.float32)
+    cloud[:, :3] = xyz
+    if colours is not None:
+        cloud.view(np.uint32)[:, 3] = pack_rgb(colours)
+    return {
+        "height": int(height),
+        "width": int(width),
+        "fields": [(name, 4 * i, FLOAT32, 1) for i, name in enumerate(names)],
+        "is_bigendian": HOST_IS_BIGENDIAN,
+        "point_step": 4 * len(names),
+        "row_step": 4 * len(names) * int(width),
+        "is_dense": is_dense,
+        "data": cloud.reshape(-1).view(np.uint8),
+    }
+
+
+def camera_model_info_fields(
+    camera: CameraModel, projection: Sequence[float] | np.ndarray | None = None
+) -> dict[str, Any]:
+    """CameraModel -> ``sensor_msgs/CameraInfo`` fields (width, height, distortion_model, d, k,
+    r, p as float64 arrays) with R = I and P = [K | 0] unless ``projection`` (3x4) is given.
+
+    An undistorted camera is written as plumb_bob with five zero coefficients, which every ROS
+    consumer understands.
+    """
+    fields = camera.camera_info_fields()
+    if projection is None:
+        p = np.asarray(fields["p"], dtype=np.float64).reshape(-1)
+    else:
+        p = np.asarray(projection, dtype=np.float64)
+        if p.size != 12:
+            raise CameraInfoConversionError(f"projection must be 3x4, got shape {p.shape}")
+        p = p.reshape(-1)
+    d = [float(v) for v in fields["d"]] or [0.0] * 5
+    return {
+        "width": int(fields["width"]),
+        "height": int(fields["height"]),
+        "distortion_model": fields["distortion_model"],
+        "d": np.asarray(d, dtype=np.float64),
+        "k": np.asarray(fields["k"], dtype=np.float64).reshape(-1),
+        "r": np.asarray(fields["r"], dtype=np.float64).reshape(-1),
+        "p": p,
+    }
+
+
+def _scale_intrinsic_rows(matrix: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    # Same pixel-centre convention as CameraModel.scaled: u' = (u + 0.5) * sx - 0.5, so the
+    # published camera_info agrees with the geometry the point cloud was built from.
+    out = matrix.copy()
+    out[0] *= sx
+    out[1] *= sy
+    out[0, 2] = (matrix[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (matrix[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+def scaled_camera_info_fields(msg: Any, width: int, height: int) -> dict[str, Any]:
+    """CameraInfo fields (width, height, distortion_model, d, k, r, p) for the same camera's
+    image resized to (width, height); duck-typed input (ROS 1 capitals too).
+
+    K and P are scaled like ``CameraModel.scaled`` (principal point with the half-pixel offset,
+    P's Tx/Ty with the focal lengths); D, R and the distortion model are kept.
+    """
+    src_width, src_height = int(msg.width), int(msg.height)
+    if src_width <= 0 or src_height <= 0:
+        raise CameraInfoConversionError(f"CameraInfo has zero size ({src_width}x{src_height})")
+    if int(width) <= 0 or int(height) <= 0:
+        raise CameraInfoConversionError(f"target size must be positive, got {width}x{height}")
+    sx, sy = int(width) / src_width, int(height) / src_height
+    k = np.asarray(_camera_info_field(msg, "k"), dtype=np.float64).reshape(3, 3)
+    p = np.asarray(_camera_info_field(msg, "p"), dtype=np.float64).reshape(3, 4)
+    return {
+        "width": int(width),
+        "height": int(height),
+        "distortion_model": str(msg.distortion_model),
+        "d": np.asarray([float(v) for v in _camera_info_field(msg, "d")], dtype=np.float64),
+        "k": _scale_intrinsic_rows(k, sx, sy).reshape(-1),
+        "r": np.asarray(_camera_info_field(msg, "r"), dtype=np.float64).reshape(-1),
+        "p": _scale_intrinsic_rows(p, sx, sy).reshape(-1),
+    }

@@ -8,6 +8,7 @@ ends own threading and call :meth:`Pipeline.process` from one worker.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import threading
@@ -28,7 +29,7 @@ from dpt_ros.align import (
     project_lidar,
     sample_prediction,
 )
-from dpt_ros.geometry import CameraModel, backproject_depth
+from dpt_ros.geometry import IMAGE_TYPES, CameraModel, backproject_depth, resolve_image_type
 
 __all__ = ["Frame", "PipelineConfig", "Pipeline", "Result"]
 
@@ -54,6 +55,7 @@ class Frame:
     lidar_frame_id: str = ""
     lidar_stamp_ns: int | None = None
     T_cam_lidar: np.ndarray | None = None  # (4, 4)
+    image_topic: str = ""  # the image's topic, for image_type "auto"
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -92,6 +94,12 @@ class Frame:
 class Result:
     """What the pipeline made of one frame; arrays are at the engine's output size.
 
+    ``camera`` describes exactly the grid of the outputs (rectified when the input was
+    rectified); ``rgb`` is the image on the input-size version of that grid (the frame's image,
+    or its rectified version), for overlays. ``metric`` follows REP 117/118: NaN where there is
+    no estimate, +Inf beyond ``align.max_depth`` (and where the fitted inverse depth is not
+    positive: at infinity, e.g. sky), -Inf closer than ``align.min_depth``.
+
     ``fit_status`` is the temporal filter's state ("tracking": fresh fit, "holding": last good
     fit reused, "expired": held too long, no scale, "empty": no scale yet), "metric_model" when a
     metric model's own output is used, or "not_computed" when no depth was asked for.
@@ -105,7 +113,8 @@ class Result:
     metric: np.ndarray | None = None  # (H, W) float32 metres, NaN unknown; None: no scale
     labels: np.ndarray | None = None  # (H, W) uint8, argmax + 1, 0 = "other"
     depth_semantics: str | None = None
-    camera: CameraModel | None = None  # the frame's camera at the output size
+    camera: CameraModel | None = None  # the camera of the outputs' grid and size
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8 image on the outputs' grid (input size)
     fit: ScaleShiftFit | None = None  # the (filtered) fit applied to get ``metric``
     raw_fit: ScaleShiftFit | None = None  # this frame's own LiDAR fit
     fit_status: str = "not_computed"
@@ -146,11 +155,23 @@ class PipelineConfig:
     cloud_colors: bool = field(
         default=True, metadata={"description": "colour the cloud's points from the image"}
     )
+    image_type: str = field(
+        default="auto",
+        metadata={"description": "the input image: 'raw' (K, D), 'rectified' (P) or 'auto' "
+                  "(geometry.resolve_image_type)", "choices": IMAGE_TYPES},
+    )  # fmt: skip
+    rectify: bool = field(
+        default=False,
+        metadata={"description": "rectify a raw input image first (remap maps made once per "
+                  "camera) so every output lies on the rectified grid"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not isinstance(self.align, AlignConfig):
             raise ValueError(f"align must be an AlignConfig, got {type(self.align).__name__}")
-        for name in ("refine_metric_scale", "cloud_organized", "cloud_colors"):
+        if self.image_type not in IMAGE_TYPES:
+            raise ValueError(f"image_type must be one of {IMAGE_TYPES}, got {self.image_type!r}")
+        for name in ("refine_metric_scale", "cloud_organized", "cloud_colors", "rectify"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
@@ -223,6 +244,9 @@ class Pipeline:
         self._filter = ScaleShiftFilter.from_config(config.align)
         self._lock = threading.Lock()
         self._cameras: dict[tuple, CameraModel] = {}
+        # (frame, its rectified image): engine_input and the rest of the frame's processing
+        # share one remap.
+        self._last_rectified: tuple[Frame, np.ndarray] | None = None
 
     @property
     def config(self) -> PipelineConfig:
@@ -276,10 +300,83 @@ class Pipeline:
             result.timings["total"] = (time.perf_counter() - start) * 1e3
             return result
 
-        prediction = self.engine.infer(frame.rgb, want_depth=need_depth, want_labels=want_labels)
-        result.timings["engine"] = (time.perf_counter() - start) * 1e3
+        rgb = self.engine_input(frame, config)
+        t_engine = time.perf_counter()
+        if rgb is not frame.rgb:
+            result.timings["rectify"] = (t_engine - start) * 1e3
+        prediction = self.engine.infer(rgb, want_depth=need_depth, want_labels=want_labels)
+        result.timings["engine"] = (time.perf_counter() - t_engine) * 1e3
+        return self._finish(
+            frame, prediction, config, result, need_depth, want_labels, want_points, start
+        )
+
+    def wanted(
+        self, want_depth: bool = True, want_labels: bool = False, want_points: bool = False
+    ) -> tuple[bool, bool]:
+        """(depth, labels): what the engine must compute for these outputs; what ``process``
+        asks the engine for, for callers that run the engine themselves (batched)."""
+        need_depth = bool(want_depth or want_points)
+        if need_depth and getattr(self.engine, "depth_model", True) is None:
+            need_depth = False
+        labels = bool(want_labels) and getattr(self.engine, "segmentation_model", True) is not None
+        return need_depth, labels
+
+    def process_prediction(
+        self,
+        frame: Frame,
+        prediction: Any,
+        want_depth: bool = True,
+        want_labels: bool = False,
+        want_points: bool = False,
+    ) -> Result:
+        """``process`` for a frame whose engine prediction the caller already has (from
+        ``Engine.infer_batch`` or ``submit``, computed for ``wanted(...)``): LiDAR fit,
+        temporal filter, metres and cloud. Frames must come in stamp order, as for ``process``.
+        """
+        if not isinstance(frame, Frame):
+            raise ValueError(f"process_prediction() takes a Frame, got {type(frame).__name__}")
+        start = time.perf_counter()
+        need_depth, want_labels = self.wanted(want_depth, want_labels, want_points)
+        result = Result(stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id)
+        result.timings["engine"] = 0.0
+        return self._finish(
+            frame, prediction, self._config, result, need_depth, want_labels, want_points, start
+        )
+
+    def engine_input(self, frame: Frame, config: PipelineConfig | None = None) -> np.ndarray:
+        """The image the engine must see for ``frame``: its rectified version when ``rectify``
+        is on and the image is raw and distorted (the remap maps are made once per camera),
+        else ``frame.rgb`` itself. Callers that run the engine themselves use this."""
+        return self._input_grid(frame, self._config if config is None else config)[0]
+
+    def snapshot_filter(self) -> dict[str, Any]:
+        """The temporal filter's complete state (a copy), for ``restore_filter``: a resumed or
+        split run continues exactly where the interrupted one stopped."""
+        with self._lock:
+            return copy.deepcopy(vars(self._filter))
+
+    def restore_filter(self, state: Mapping[str, Any]) -> None:
+        """Put back a state from ``snapshot_filter`` (settings stay the current ones)."""
+        with self._lock:
+            settings = {name: getattr(self._filter, name) for name in _FILTER_SETTINGS}
+            vars(self._filter).update(copy.deepcopy(dict(state)))
+            vars(self._filter).update(settings)
+
+    def _finish(
+        self,
+        frame: Frame,
+        prediction: Any,
+        config: PipelineConfig,
+        result: Result,
+        need_depth: bool,
+        want_labels: bool,
+        want_points: bool,
+        start: float,
+    ) -> Result:
         for stage, ms in (getattr(prediction, "timings", None) or {}).items():
             result.timings[f"engine.{stage}"] = float(ms)
+        rgb, input_camera, camera_problem = self._input_grid(frame, config)
+        result.rgb = rgb
         if want_labels:
             result.labels = prediction.labels
             if result.labels is None:
@@ -291,13 +388,16 @@ class Pipeline:
                 raise RuntimeError("engine returned no depth although depth was requested")
             result.relative = depth
             result.depth_semantics = prediction.depth_semantics
-            camera, camera_problem = self._output_camera(frame, depth.shape[1], depth.shape[0])
+            camera = self._output_camera(input_camera, depth.shape[1], depth.shape[0])
             result.camera = camera
             if camera_problem:
                 result.notes.append(camera_problem)
             self._align(frame, depth, camera, camera_problem, config, result)
             if want_points:
-                self._build_cloud(frame, camera, config, result)
+                self._build_cloud(rgb, camera, config, result)
+        elif want_labels:
+            labels = result.labels
+            result.camera = self._output_camera(input_camera, labels.shape[1], labels.shape[0])
 
         result.timings["total"] = (time.perf_counter() - start) * 1e3
         return result
@@ -316,7 +416,7 @@ class Pipeline:
         metric_model = result.depth_semantics == METRIC_DEPTH
         if metric_model and not config.refine_metric_scale:
             t0 = time.perf_counter()
-            result.metric = affine_to_depth(
+            result.metric = rep117_depth(
                 pred, 1.0, 0.0, align.min_depth, align.max_depth, METRIC_DEPTH
             )
             result.timings["metric"] = (time.perf_counter() - t0) * 1e3
@@ -364,20 +464,20 @@ class Pipeline:
         t0 = time.perf_counter()
         if fit is not None:
             result.scale, result.shift = fit.scale, fit.shift
-            result.metric = affine_to_depth(
+            result.metric = rep117_depth(
                 pred, fit.scale, fit.shift, align.min_depth, align.max_depth, fit.pred_semantics
             )
         elif metric_model:
             # Without a LiDAR correction a metric model still knows its own scale.
             result.scale, result.shift = 1.0, 0.0
-            result.metric = affine_to_depth(
+            result.metric = rep117_depth(
                 pred, 1.0, 0.0, align.min_depth, align.max_depth, METRIC_DEPTH
             )
             result.fit_reason += "; using the model's own metres"
         result.timings["metric"] = (time.perf_counter() - t0) * 1e3
 
     def _build_cloud(
-        self, frame: Frame, camera: CameraModel | None, config: PipelineConfig, result: Result
+        self, rgb: np.ndarray, camera: CameraModel | None, config: PipelineConfig, result: Result
     ) -> None:
         if result.metric is None:
             result.notes.append(f"no point cloud: no metric scale ({result.fit_reason})")
@@ -386,13 +486,30 @@ class Pipeline:
             result.notes.append("no point cloud: no usable camera model")
             return
         t0 = time.perf_counter()
+        result.points, result.colors = self.cloud_from_depth(
+            result.metric, camera, rgb, config=config
+        )
+        result.timings["cloud"] = (time.perf_counter() - t0) * 1e3
+
+    def cloud_from_depth(
+        self,
+        depth: np.ndarray,
+        camera: CameraModel,
+        rgb: np.ndarray | None = None,
+        *,
+        config: PipelineConfig | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Points of an (H, W) depth map (z along the optical axis) seen by ``camera`` (its size
+        is (W, H)), every ``cloud_stride``-th pixel, coloured from ``rgb`` (any size, resized)
+        when ``cloud_colors`` is on. Returns float32 (N, 3) finite points, or (h, w, 3) with NaN
+        when ``cloud_organized``, and the matching uint8 RGB colours or None. ``config``
+        defaults to the current settings (``process`` passes its per-frame snapshot)."""
+        config = self._config if config is None else config
         stride = config.cloud_stride
         cloud_camera = self._decimated_camera(camera, stride)
-        depth = result.metric[::stride, ::stride]
-        points = backproject_depth(depth, cloud_camera)
+        points = backproject_depth(depth[::stride, ::stride], cloud_camera)
         colors = None
-        if config.cloud_colors:
-            rgb = frame.rgb
+        if config.cloud_colors and rgb is not None:
             if (rgb.shape[1], rgb.shape[0]) != camera.size:
                 rgb = cv2.resize(rgb, camera.size, interpolation=cv2.INTER_AREA)
             colors = rgb[::stride, ::stride]
@@ -406,26 +523,51 @@ class Pipeline:
             points = np.compress(keep, points.reshape(-1, 3), axis=0)
             if colors is not None:
                 colors = np.compress(keep, colors.reshape(-1, 3), axis=0)
-        result.points = points
-        result.colors = None if colors is None else np.ascontiguousarray(colors)
-        result.timings["cloud"] = (time.perf_counter() - t0) * 1e3
+        return points, None if colors is None else np.ascontiguousarray(colors)
 
     # ------------------------------------------------------------------ cameras
-    def _output_camera(
-        self, frame: Frame, width: int, height: int
-    ) -> tuple[CameraModel | None, str]:
-        """The frame's camera at the prediction's size, or None and why not."""
+    def _input_grid(
+        self, frame: Frame, config: PipelineConfig
+    ) -> tuple[np.ndarray, CameraModel | None, str]:
+        """(image, its camera, problem): the frame's image as the engine gets it -- rectified
+        when ``rectify`` is on and the image is raw -- and the camera of that image (None and
+        why when there is no usable one)."""
         camera = frame.camera
         if camera is None:
-            return None, "no camera model (camera_info) for this frame: no LiDAR fit, no cloud"
+            problem = "no camera model (camera_info) for this frame: no LiDAR fit, no cloud"
+            return frame.rgb, None, problem
         if camera.size != frame.size:
-            return None, (
+            problem = (
                 f"camera model is {camera.width}x{camera.height} but the image is "
-                f"{frame.size[0]}x{frame.size[1]}: camera_info does not belong to this image"
+                f"{frame.size[0]}x{frame.size[1]}: camera_info does not belong to this image "
+                "(its binning and roi are applied)"
             )
-        if camera.size == (width, height):
-            return camera, ""
-        return self._cached_camera(camera, ("scaled", width, height)), ""
+            return frame.rgb, None, problem
+        kind = resolve_image_type(config.image_type, frame.image_topic)
+        if kind == "raw" and not (config.rectify and camera.needs_rectification):
+            return frame.rgb, camera, ""
+        try:
+            rectified = self._cached_camera(camera, ("rectified",))
+        except ValueError as error:
+            return frame.rgb, None, f"no rectified camera: {error}"
+        if kind == "rectified":
+            return frame.rgb, rectified, ""
+        last = self._last_rectified
+        if last is not None and last[0] is frame:
+            return last[1], rectified, ""
+        # The value-keyed cache keeps one raw camera, and with it its remap maps, across the
+        # per-message CameraModels a front end builds.
+        image = self._cached_camera(camera, ("raw",)).rectify_image(frame.rgb)
+        self._last_rectified = (frame, image)
+        return image, rectified, ""
+
+    def _output_camera(
+        self, camera: CameraModel | None, width: int, height: int
+    ) -> CameraModel | None:
+        """The camera at the prediction's size (None stays None)."""
+        if camera is None or camera.size == (width, height):
+            return camera
+        return self._cached_camera(camera, ("scaled", width, height))
 
     def _decimated_camera(self, camera: CameraModel, stride: int) -> CameraModel:
         """The camera whose pixel (i, j) is pixel (stride*i, stride*j) of ``camera``.
@@ -440,10 +582,14 @@ class Pipeline:
     def _cached_camera(self, camera: CameraModel, how: tuple) -> CameraModel:
         # Keyed by value: front ends build a new CameraModel per camera_info message, and the
         # camera's per-pixel ray grid is worth keeping across frames.
-        key = (camera.K.tobytes(), camera.D.tobytes(), camera.distortion_model, camera.size, how)
+        key = (camera.key, how)
         cached = self._cameras.get(key)
         if cached is None:
-            if how[0] == "scaled":
+            if how[0] == "raw":
+                cached = camera
+            elif how[0] == "rectified":
+                cached = camera.rectified()
+            elif how[0] == "scaled":
                 cached = camera.scaled(how[1], how[2])
             else:
                 stride = how[1]
@@ -460,3 +606,31 @@ class Pipeline:
                 self._cameras.clear()
             self._cameras[key] = cached
         return cached
+
+
+def rep117_depth(
+    pred: np.ndarray,
+    scale: float,
+    shift: float,
+    min_depth: float,
+    max_depth: float,
+    pred_semantics: str,
+) -> np.ndarray:
+    """Metric depth (float32 metres) with the invalid values of REP 117 / REP 118.
+
+    Depth = 1 / (scale * p + shift), as ``dpt_ros.align.affine_to_depth``. NaN: no estimate (a
+    non-finite prediction; a metric model's non-positive output). +Inf: beyond ``max_depth``,
+    or a relative inverse depth whose fitted inverse is not positive (at infinity: sky).
+    -Inf: closer than ``min_depth``. Costmaps clear free space along +Inf rays; every consumer
+    that checks ``isfinite`` treats all three as "no valid depth".
+    """
+    depth = affine_to_depth(pred, scale, shift, 0.0, np.inf, pred_semantics)
+    p = np.asarray(pred, dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if pred_semantics != METRIC_DEPTH:
+            beyond = np.isfinite(p) & ~(np.float32(scale) * p + np.float32(shift) > 0)
+            depth[beyond] = np.inf
+        depth[depth > max_depth] = np.inf
+        depth[depth < min_depth] = -np.inf
+    depth[~np.isfinite(p)] = np.nan  # affine_to_depth maps an infinite inverse depth to 0 m
+    return depth

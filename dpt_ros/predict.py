@@ -1,17 +1,23 @@
 """Depth (or segmentation) for image files: ``python -m dpt_ros.predict IMAGE... --out DIR``.
 
-For each image it writes, next to nothing else but into ``--out``:
+For each image it writes into ``--out`` (file names say what the pixels are):
 
-- ``<stem>_depth.npy``: float32 depth at the image size (relative inverse depth, or metres
-  for the metric models);
-- ``<stem>_depth.png``: the same as a 16-bit PNG (relative: min-max scaled to 0..65535, as the
-  authors' ``write_depth`` does; metric: millimetres);
-- ``<stem>_depth_color.png``: a colour preview;
-- for segmentation models ``<stem>_labels.png`` (class ids, 0 = other) and
+- relative models (dpt_hybrid, dpt_large, dpt_base): ``<stem>_inverse_depth.npy`` (float32
+  relative inverse depth, no unit, larger is closer), ``<stem>_inverse_depth.png`` (16-bit,
+  min-max scaled as the authors' ``write_depth`` does; min and max in the PNG's text) and
+  ``<stem>_inverse_depth_color.png`` (a colour preview);
+- metric models (dpt_hybrid_kitti, dpt_hybrid_nyu): ``<stem>_depth_m.npy`` (float32 metres),
+  ``<stem>_depth_mm.png`` (16-bit millimetres) or, with ``--png-format kitti``,
+  ``<stem>_depth_kitti.png`` (metres x 256, KITTI's format), and ``<stem>_depth_color.png``.
+  A depth that does not fit the PNG is written 0 (invalid) and counted, never saturated;
+- segmentation models (``*_ade20k``): ``<stem>_labels.png`` (class ids, 0 = other) and
   ``<stem>_segmentation.png`` (ADE20K colours over the image).
 
-Files are written to a temporary name and renamed, so an interrupted run never leaves a
-truncated output, and an output path that is one of the inputs is refused.
+Every PNG carries text metadata (what it holds, the scale, the model, the weights and whether
+they were random). All input paths are checked before the model loads; an image that still
+fails is reported and the others are processed (exit code 2 at the end, with a summary). Files
+are written atomically with the user's umask (``dpt_ros.export``); an output path that is one
+of the inputs is refused.
 """
 
 from __future__ import annotations
@@ -20,14 +26,25 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from dpt_ros.export import (
+    PNG_FORMATS,
+    ExportError,
+    write_color_png,
+    write_depth_png,
+    write_inverse_depth_png,
+    write_labels_png,
+    write_npy,
+)
+from dpt_ros.precision import PRECISION_CHOICES
+
 LOG = logging.getLogger("dpt_ros.predict")
+INPUT_MULTIPLE = 32
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -40,52 +57,44 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def depth_to_png16(depth: np.ndarray, metric: bool) -> np.ndarray:
-    """uint16 image of a depth map: millimetres when metric, else min-max scaled (NaN -> 0)."""
-    finite = np.isfinite(depth)
-    out = np.zeros(depth.shape, np.uint16)
-    if not finite.any():
-        return out
-    if metric:
-        out[finite] = np.clip(np.rint(depth[finite] * 1000.0), 0, 65535).astype(np.uint16)
-        return out
-    lo, hi = float(depth[finite].min()), float(depth[finite].max())
-    if hi > lo:
-        scaled = (depth[finite] - lo) / (hi - lo) * 65535.0
-        out[finite] = np.rint(scaled).astype(np.uint16)
-    return out
+def input_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an input image (missing, a folder, unreadable, not an image
+    format OpenCV knows by its signature), or None. Cheap: reads the file's first bytes only."""
+    if not path.exists():
+        return f"input image not found: {path}"
+    if not path.is_file():
+        return f"input {path} is not a file"
+    if not os.access(path, os.R_OK):
+        return f"input image {path} is not readable (permissions)"
+    if not cv2.haveImageReader(str(path)):
+        return f"cannot decode image {path} (not an image format OpenCV reads)"
+    return None
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+def net_size_arg(text: str) -> int | str:
+    """``--net-size``: 'auto' or a positive multiple of 32 (the network needs multiples of 32)."""
+    if text == "auto":
+        return text
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {text!r}") from None
+    if value <= 0 or value % INPUT_MULTIPLE:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive multiple of {INPUT_MULTIPLE} (as the node requires), got {value}"
+        )
+    return value
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        if not cv2.imwrite(str(tmp), image):
-            raise OSError(f"OpenCV could not write {path}")
-
-    write_atomically(path, write)
-
-
-def _write_rgb_png(path: Path, rgb: np.ndarray) -> None:
-    _write_png(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    write_atomically(path, write)
+def flat_output_warning(values: np.ndarray, what: str) -> str | None:
+    """A warning text when ``values`` carry no picture (every finite pixel the same, or none
+    finite), as a degenerate (e.g. random) network can give; else None."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return f"{what} has no finite value: the output is empty"
+    if float(finite.max()) == float(finite.min()):
+        return f"{what} is flat (every pixel {float(finite.min()):g}): the output shows nothing"
+    return None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -103,70 +112,179 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--weights",
         default=None,
-        help="'random' (offline, untrained), a registry name, a checkpoint path or URL, or a "
-        "Hugging Face DPT folder; default: the released checkpoint of --model",
+        help="'random' (offline, untrained, seeded: the same output every run), a registry "
+        "name, a checkpoint path or URL, or a Hugging Face DPT folder; default: the released "
+        "checkpoint of --model",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--net-size", type=int, default=384, help="network input size (px)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="auto: bf16 on a CPU with native bf16, else fp32; fp16 on CUDA (default)",
+    )
+    parser.add_argument(
+        "--net-size",
+        type=net_size_arg,
+        default="auto",
+        help="network input size: 'auto' (default) = the model's own size and the authors' "
+        "'minimal' resize (384 for dpt_hybrid/large/base, 1216x352 KITTI, 640x480 NYU, 480 "
+        "ADE20K); N = both sides at least N pixels (a multiple of 32)",
+    )
+    parser.add_argument(
+        "--png-format",
+        default="mm",
+        choices=tuple(PNG_FORMATS),
+        help="metric depth PNG: mm = millimetres (up to 65.535 m), kitti = metres x 256 (up to "
+        "256 m, KITTI's format); relative inverse depth is always min-max scaled",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> int:
-    from dpt_ros.engine import Engine, EngineConfig
-    from dpt_ros.viz import colorize_depth, colorize_inverse_depth, overlay
+def _outputs(stem: str, segmentation: bool, metric: bool, png_format: str) -> dict[str, str]:
+    """Output kind -> file name for one input."""
+    if segmentation:
+        return {"labels": f"{stem}_labels.png", "overlay": f"{stem}_segmentation.png"}
+    if metric:
+        return {
+            "npy": f"{stem}_depth_m.npy",
+            "png": f"{stem}_depth_{png_format}.png",
+            "color": f"{stem}_depth_color.png",
+        }
+    return {
+        "npy": f"{stem}_inverse_depth.npy",
+        "png": f"{stem}_inverse_depth.png",
+        "color": f"{stem}_inverse_depth_color.png",
+    }
 
-    inputs = [p.resolve() for p in args.images]
-    args.out.mkdir(parents=True, exist_ok=True)
-    out_dir = args.out.resolve()
 
-    is_segmentation = args.model.endswith("_ade20k")
-    config = EngineConfig(
-        model=None if is_segmentation else args.model,
-        weights=None if is_segmentation else args.weights,
-        segmentation_model=args.model if is_segmentation else None,
-        segmentation_weights=args.weights if is_segmentation else None,
-        device=args.device,
-        precision=args.precision,
-        net_size=args.net_size,
-    )
-    engine = Engine(config)
-    if args.weights == "random":
-        LOG.warning("random weights: the outputs show the pipeline, not a real depth estimate")
+class _Job:
+    """One run: the engine and what every output file says about its origin."""
 
-    for path in inputs:
-        stem = path.stem
-        targets = [out_dir / f"{stem}{suffix}" for suffix in _SUFFIXES]
-        clash = set(targets) & set(inputs)
-        if clash:
-            first = sorted(clash)[0]
-            raise ValueError(f"refusing to overwrite input {first}: choose another --out")
+    def __init__(self, args: argparse.Namespace) -> None:
+        from dpt_ros.engine import Engine, EngineConfig
+
+        self.args = args
+        self.segmentation = args.model.endswith("_ade20k")
+        config = EngineConfig(
+            model=None if self.segmentation else args.model,
+            weights=None if self.segmentation else args.weights,
+            segmentation_model=args.model if self.segmentation else None,
+            segmentation_weights=args.weights if self.segmentation else None,
+            device=args.device,
+            precision=args.precision,
+            net_size=args.net_size,
+        )
+        self.engine = Engine(config)
+        self.metric = self.engine.depth_semantics == "metric_depth"
+        random_weights = args.weights == "random"
+        if random_weights:
+            LOG.warning("random weights: the outputs show the pipeline, not a real estimate")
+        self.metadata = {
+            "dpt_ros.model": args.model,
+            "dpt_ros.weights": args.weights or "released checkpoint",
+            "dpt_ros.random_weights": "yes (untrained, seeded)" if random_weights else "no",
+            "dpt_ros.net_size": str(args.net_size),
+        }
+
+    def process(self, path: Path, out_dir: Path) -> str:
+        """Predict and write one image; returns a line for the user."""
+        from dpt_ros.viz import colorize_depth, colorize_inverse_depth, overlay
+
         rgb = read_rgb(path)
-        pred = engine.infer(rgb, want_depth=not is_segmentation, want_labels=is_segmentation)
-        if pred.depth is not None:
-            metric = pred.depth_semantics == "metric_depth"
-            _write_npy(out_dir / f"{stem}_depth.npy", pred.depth.astype(np.float32))
-            _write_png(out_dir / f"{stem}_depth.png", depth_to_png16(pred.depth, metric))
-            colorize = colorize_depth if metric else colorize_inverse_depth
-            preview = colorize(pred.depth)
-            _write_rgb_png(out_dir / f"{stem}_depth_color.png", preview)
+        net_h, net_w = self.engine.resize_rule.input_size(*rgb.shape[:2])
+        args, meta = (
+            self.args,
+            {
+                **self.metadata,
+                "dpt_ros.source": path.name,
+                "dpt_ros.network_input": f"{net_w}x{net_h} ({self.engine.resize_rule.method})",
+            },
+        )
+        pred = self.engine.infer(
+            rgb, want_depth=not self.segmentation, want_labels=self.segmentation
+        )
+        names = _outputs(path.stem, self.segmentation, self.metric, args.png_format)
+        notes = []
         if pred.labels is not None:
-            _write_png(out_dir / f"{stem}_labels.png", pred.labels)
-            blended = overlay(rgb, pred.labels)
-            _write_rgb_png(out_dir / f"{stem}_segmentation.png", blended)
-        timing = ", ".join(f"{k} {v:.1f} ms" for k, v in pred.timings.items())
-        print(f"{path.name} -> {out_dir}/{stem}_* ({rgb.shape[1]}x{rgb.shape[0]}; {timing})")
+            write_labels_png(out_dir / names["labels"], pred.labels, meta)
+            preview = {**meta, "dpt_ros.content": "ADE20K colours over the image (a picture)"}
+            write_color_png(out_dir / names["overlay"], overlay(rgb, pred.labels), preview)
+            warning = flat_output_warning(pred.labels.astype(np.float32), "the label map")
+        else:
+            depth = pred.depth.astype(np.float32)
+            write_npy(out_dir / names["npy"], depth)
+            what = "metric depth" if self.metric else "relative inverse depth"
+            preview = {**meta, "dpt_ros.content": f"colour preview of the {what} (a picture)"}
+            if self.metric:
+                lost = write_depth_png(
+                    out_dir / names["png"], depth, png_format=args.png_format, metadata=meta
+                )
+                if lost:
+                    hint = (
+                        "; --png-format kitti holds up to 256 m" if args.png_format == "mm" else ""
+                    )
+                    notes.append(
+                        f"{lost} pixels beyond the {args.png_format} PNG's range written as 0 "
+                        f"(invalid){hint}"
+                    )
+                write_color_png(out_dir / names["color"], colorize_depth(depth), preview)
+            else:
+                write_inverse_depth_png(out_dir / names["png"], depth, meta)
+                write_color_png(out_dir / names["color"], colorize_inverse_depth(depth), preview)
+            warning = flat_output_warning(depth, f"the {what}")
+        if warning:
+            LOG.warning("%s: %s", path.name, warning)
+            notes.append(warning)
+        size = f"{rgb.shape[1]}x{rgb.shape[0]}"
+        line = f"{path.name} -> {out_dir}/{', '.join(names.values())} ({size})"
+        return line + "".join(f"; {note}" for note in notes)
+
+
+def run(args: argparse.Namespace) -> int:
+    inputs = [p.resolve() for p in args.images]
+    # Everything that can be checked without the model is checked before it loads.
+    problems = {path: problem for path in inputs if (problem := input_problem(path))}
+    out_dir = args.out.resolve()
+    segmentation = args.model.endswith("_ade20k")
+    for path in inputs:
+        # Either kind of depth model's names (which one it is is known once it loads).
+        names = {
+            out_dir / name
+            for metric in (False, True)
+            for name in _outputs(path.stem, segmentation, metric, args.png_format).values()
+        }
+        clash = names & set(inputs)
+        if clash:
+            raise ValueError(
+                f"refusing to overwrite input {sorted(clash)[0]}: choose another --out"
+            )
+    for problem in problems.values():
+        print(f"error: {problem}", file=sys.stderr)
+    todo = [path for path in inputs if path not in problems]
+    if not todo:
+        print(
+            f"error: none of the {len(inputs)} inputs can be read; no model loaded", file=sys.stderr
+        )
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    job = _Job(args)
+    failed = dict(problems)
+    for path in todo:
+        try:
+            print(job.process(path, out_dir))
+        except (ValueError, OSError, ExportError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed[path] = str(error)
+    if failed:
+        print(
+            f"{len(inputs) - len(failed)} of {len(inputs)} images done; failed: "
+            + ", ".join(path.name for path in inputs if path in failed),
+            file=sys.stderr,
+        )
+        return 2
     return 0
-
-
-_SUFFIXES = (
-    "_depth.npy",
-    "_depth.png",
-    "_depth_color.png",
-    "_labels.png",
-    "_segmentation.png",
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,6 +103,17 @@ def layout_primitives(
     return prims
 
 
+def _moved(prim: Plane | Box, travel: float) -> Plane | Box:
+    """The primitive as seen from ``travel`` metres further along the camera's z."""
+    if not travel:
+        return prim
+    if isinstance(prim, Plane):
+        x, y, z = prim.point
+        return Plane((x, y, z - travel), prim.normal)
+    x, y, z = prim.center
+    return Box((x, y, z - travel), prim.size)
+
+
 def raycast(
     origin: np.ndarray, directions: np.ndarray, primitives: list[tuple[int, Plane | Box]]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -151,11 +162,14 @@ def make_scene(
     lidar_range_noise: float = 0.02,
     lidar_outlier_share: float = 0.0,
     lidar_max_range: float = 120.0,
+    travel: float = 0.0,
 ) -> Scene:
     """A ray-cast scene: ground plane, boxes, walls and sky, seen by a camera and a LiDAR.
 
     The LiDAR sweeps 360 degrees in ``lidar_rings`` rings; ranges get Gaussian noise and a share
     of the returns is replaced by gross outliers (uniform range along the same beam).
+    ``travel`` moves camera and LiDAR that many metres forward (camera z) through the same
+    layout (same ``seed``): the frames of a drive, for recordings.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"scene size must be positive, got {width}x{height}")
@@ -168,7 +182,10 @@ def make_scene(
         camera = CameraModel.from_fov(width, height, horizontal_fov_deg)
     elif camera.size != (width, height):
         raise ValueError(f"camera is {camera.size}, scene is {(width, height)}")
-    prims = layout_primitives(layout, rng, camera_height)
+    prims = [
+        (label, _moved(prim, travel))
+        for label, prim in layout_primitives(layout, rng, camera_height)
+    ]
 
     rays = camera.ray_grid.reshape(-1, 3).astype(np.float64)
     finite_ray = np.isfinite(rays).all(axis=1)

@@ -14,6 +14,8 @@ CAMERA_INFO = "camera_info"
 # The LiDAR input; not "points", which is the output cloud (a remap would catch both).
 LIDAR_POINTS = "lidar/points"
 INPUT_TOPICS = (IMAGE, IMAGE_COMPRESSED, CAMERA_INFO, LIDAR_POINTS)
+# What a camera driver publishes (beside CAMERA_INFO); the webcam demo's --publish does too.
+IMAGE_RAW = "image_raw"
 
 # Outputs.
 DEPTH = "depth/image"  # 32FC1 metres (REP 117/118: NaN unknown, +Inf beyond range, -Inf too close)

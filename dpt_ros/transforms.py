@@ -1,11 +1,17 @@
 """The authors' DPT preprocessing, and resizing predictions back to the image.
 
 As in isl-org/MiDaS and isl-org/DPT (``Resize`` + ``NormalizeImage`` + ``PrepareForNet``): RGB
-scaled to [0, 1], resized keeping the aspect ratio so that both sides are multiples of 32 (by
-default at least the network size, MiDaS' "lower_bound" rule), bicubic, then normalised with
-mean = std = 0.5 to about [-1, 1]. The bicubic resize is not clamped, as the authors' is not.
+scaled to [0, 1], resized keeping the aspect ratio so that both sides are multiples of 32,
+bicubic, then normalised with mean = std = 0.5 to about [-1, 1]. The bicubic resize is not
+clamped, as the authors' is not.
 
-`preprocess_image` is the numpy/OpenCV path (the authors' own, float64 ``cv2.INTER_CUBIC``);
+Which size: `resize_rule` ("auto", the default) takes each model's own network size and the
+"minimal" rule of the authors' run scripts (isl-org/DPT ``run_monodepth.py`` /
+``run_segmentation.py``, the MiDaS hub's ``dpt_transform``): 384x384 for DPT-Base/Large/Hybrid,
+1216x352 for DPT-Hybrid-KITTI, 640x480 for DPT-Hybrid-NYU, 480x480 for the ADE20K models. An
+explicit size keeps this package's earlier rule: both sides at least that size ("lower_bound").
+
+`preprocess_image` is the numpy/OpenCV path (the authors' own ``cv2.INTER_CUBIC``, in float32);
 `preprocess_tensor` does the same on whatever device a tensor lives on with PyTorch's bicubic
 (same a = -0.75 kernel and pixel-centre convention; on camera images they agree to ~2e-5,
 OpenCV computing its float coefficients in single precision).
@@ -14,6 +20,7 @@ OpenCV computing its float coefficients in single precision).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -21,18 +28,28 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "AUTO",
     "MEAN",
     "RESIZE_METHODS",
+    "ResizeRule",
     "STD",
     "network_input_size",
     "preprocess_image",
     "preprocess_tensor",
     "resize_prediction",
+    "resize_rule",
 ]
 
 MEAN = 0.5
 STD = 0.5
+# uint8 -> normalised float32 network value, each entry rounded once from float64.
+_NORMALISED_UINT8 = ((np.arange(256) / 255.0 - MEAN) / STD).astype(np.float32)
 RESIZE_METHODS = ("lower_bound", "upper_bound", "minimal")
+AUTO = "auto"
+# What "auto" means for a model that does not state its own size (a plug-in): the size and rule
+# an explicit net_size of 384 gives.
+DEFAULT_NET_SIZE = 384
+EXPLICIT_METHOD = "lower_bound"
 
 
 def _as_hw(size: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -102,6 +119,46 @@ def network_input_size(
     return new_h, new_w
 
 
+@dataclass(frozen=True)
+class ResizeRule:
+    """How frames are resized for one model: ``net_size`` (height, width) and ``method``."""
+
+    net_size: tuple[int, int]
+    method: str
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the network input for a `height` x `width` image."""
+        return network_input_size(height, width, self.net_size, method=self.method)
+
+
+def resize_rule(net_size: int | str | tuple[int, int], model: object = None) -> ResizeRule:
+    """The resize rule for ``net_size`` ("auto", an int, or (height, width)) and a model.
+
+    "auto": the model's own ``net_size`` ((height, width)) and ``resize_method`` attributes
+    (a ``DPT`` and its ``DPTConfig`` have them, from the variant table in
+    ``dpt_ros.model.dpt``); a model without them (a plug-in) gets 384 with "lower_bound".
+    An explicit size always uses "lower_bound" (each side at least that size). A size that is
+    not a multiple of 32 raises ValueError, as the network needs multiples of 32.
+    """
+    if isinstance(net_size, str):
+        if net_size != AUTO:
+            raise ValueError(
+                f"net_size must be {AUTO!r}, an int or (height, width), got {net_size!r}"
+            )
+        own = getattr(model, "net_size", None)
+        method = getattr(model, "resize_method", None)
+        if own is None or method is None:
+            return ResizeRule((DEFAULT_NET_SIZE, DEFAULT_NET_SIZE), EXPLICIT_METHOD)
+        size, how = _as_hw(own, "the model's net_size"), str(method)
+    else:
+        size, how = _as_hw(net_size, "net_size"), EXPLICIT_METHOD
+    if how not in RESIZE_METHODS:
+        raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {how!r}")
+    if size[0] % 32 or size[1] % 32:
+        raise ValueError(f"net_size must be a multiple of 32, got {size[0]}x{size[1]}")
+    return ResizeRule(size, how)
+
+
 def _check_rgb_array(rgb: np.ndarray) -> None:
     if not isinstance(rgb, np.ndarray):
         raise ValueError(f"expected an HxWx3 numpy RGB image, got {type(rgb).__name__}")
@@ -122,16 +179,22 @@ def preprocess_image(
 ) -> np.ndarray:
     """HxWx3 RGB (uint8 0-255, or floating 0-1) -> float32 (3, h, w) network input.
 
-    Exactly the authors' pipeline: RGB / 255 in float64, ``cv2.resize`` to
-    `network_input_size(...)` with INTER_CUBIC, (x - 0.5) / 0.5, CHW, float32.
+    The authors' pipeline (RGB / 255, ``cv2.resize`` to `network_input_size(...)` with
+    INTER_CUBIC, (x - 0.5) / 0.5, CHW) in float32 throughout: uint8 values are normalised
+    through a 256-entry table (exact, rounded once from float64), then resized; normalising
+    before the resize is the same affine map, as the bicubic weights sum to 1. Against the
+    authors' float64 arithmetic the result differs by float32 rounding (~1e-6) only.
     """
     _check_rgb_array(rgb)
     height, width = rgb.shape[:2]
     new_h, new_w = network_input_size(height, width, net_size, multiple, method)
-    image = rgb / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float64)
-    image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    image = (image - MEAN) / STD
-    return np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+    if rgb.dtype == np.uint8:
+        image = _NORMALISED_UINT8[rgb]
+    else:
+        image = (rgb.astype(np.float32) - np.float32(MEAN)) / np.float32(STD)
+    if (new_h, new_w) != (height, width):
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 def preprocess_tensor(

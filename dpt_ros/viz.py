@@ -18,8 +18,10 @@ __all__ = [
     "COLORMAPS",
     "colorize_depth",
     "colorize_inverse_depth",
+    "depth_picture",
     "label_to_color",
     "overlay",
+    "segmentation_picture",
 ]
 
 COLORMAPS: dict[str, int] = {
@@ -291,3 +293,32 @@ def overlay(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colors = label_to_color(labels, palette)
     return cv2.addWeighted(rgb, 1.0 - alpha, colors, alpha, 0.0)
+
+
+def depth_picture(
+    metric: np.ndarray | None,
+    relative: np.ndarray | None,
+    *,
+    colormap: str = "turbo",
+    min_depth: float = 0.0,
+    max_depth: float = 0.0,
+) -> np.ndarray:
+    """The colour picture of one frame's depth, as the front ends show it (HxWx3 RGB uint8).
+
+    Metric depth (metres) when there is one, ``min_depth``/``max_depth`` fixing the range (0 =
+    per-frame percentiles); otherwise the relative inverse depth. Near is warm in both.
+    """
+    if metric is not None:
+        return colorize_depth(metric, min_depth or None, max_depth or None, colormap=colormap)
+    if relative is None:
+        raise ValueError("depth_picture needs metric or relative depth, got neither")
+    return colorize_inverse_depth(relative, colormap=colormap)
+
+
+def segmentation_picture(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """:func:`overlay` of ``labels`` on ``rgb`` resized (INTER_AREA) to the labels' size."""
+    height, width = np.shape(labels)[:2]
+    rgb = np.ascontiguousarray(rgb)
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    return overlay(rgb, labels, alpha)

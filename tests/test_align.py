@@ -107,6 +107,28 @@ def test_weights_select_points() -> None:
     assert fit.n_points == 300 and not fit.inliers[:100].any()
 
 
+@pytest.mark.parametrize(
+    ("method", "refine"),
+    [("lstsq", "huber"), ("lstsq", "tukey"), ("ransac", "huber"), ("ransac", "none")],
+)
+def test_caller_weights_carry_through_every_refinement(method: str, refine: str) -> None:
+    # Two groups the threshold (0.1) cannot tell apart: 150 exact points and a majority of 250
+    # whose depth is 5 % off. Weighted down to 1e-6, the majority must not move the fit: the
+    # answer is the exact group's, to 1e-6. A refinement that drops the caller's weights
+    # (IRLS or RANSAC's least-squares passes) lands between the groups, ~3 % off. (Not
+    # ransac + tukey: RANSAC starts on the majority, whose residuals are 0, so Tukey's
+    # redescending weights reject the exact group whatever the caller says: correct.)
+    pred, depth = affine_data(400, seed=4)
+    depth[150:] *= 1.05
+    weights = np.r_[np.ones(150), np.full(250, 1e-6)]
+    fit = fit_scale_shift(pred, depth, method, refine=refine, weights=weights)
+    assert fit.ok, fit.reason
+    assert fit.scale == pytest.approx(1 / TRUE_SCALE, rel=1e-6)
+    assert fit.shift == pytest.approx(-TRUE_SHIFT / TRUE_SCALE, rel=1e-5)
+    unweighted = fit_scale_shift(pred, depth, method, refine=refine)
+    assert abs(unweighted.scale * TRUE_SCALE - 1) > 0.01  # the case really needs the weights
+
+
 def test_residual_statistics_reflect_noise() -> None:
     pred, depth = affine_data(20000, noise=0.01, seed=2)
     fit = fit_scale_shift(pred, depth)

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs is not installed")
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from conftest import require_shared  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -707,28 +708,30 @@ def test_kitti_rosbag2_image_and_clouds(sampledata_dir: Path) -> None:
     bag = sampledata_dir / KITTI_BAG
     if not bag.is_dir():
         pytest.skip(f"{bag} is not present")
+    # The bag's frames against the KITTI files they were made from: both must be there (a
+    # missing file skips the test visibly, and fails it in CI), never a silent pass.
+    kitti = sampledata_dir / "kitti_object" / "training"
+    frames = ("000001", "000002")
+    pngs = [require_shared(kitti / "image_2" / f"{f}.png", "KITTI sample image") for f in frames]
+    scans = [require_shared(kitti / "velodyne" / f"{f}.bin", "KITTI sample scan") for f in frames]
     images = read_bag(bag, "/kitti/camera_color_left/image_raw")
     clouds = read_bag(bag, "/kitti/velo/pointcloud")
     infos = read_bag(bag, "/kitti/camera_color_left/camera_info")
     assert len(images) == len(clouds) == len(infos) == 2
-    for frame, image, cloud, info, count in zip(
-        ("000001", "000002"), images, clouds, infos, (120_268, 126_891), strict=True
+    for png, velodyne, image, cloud, info, count in zip(
+        pngs, scans, images, clouds, infos, (120_268, 126_891), strict=True
     ):
         msg = rclpy_image(image)
         rgb = convert.image_to_rgb(msg)
         assert rgb.shape == (375, 1242, 3)
         assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
-        png = sampledata_dir / "kitti_object" / "training" / "image_2" / f"{frame}.png"
-        if png.is_file():
-            np.testing.assert_array_equal(rgb, cv2.imread(str(png))[:, :, ::-1])
+        np.testing.assert_array_equal(rgb, cv2.imread(str(png))[:, :, ::-1])
         np.testing.assert_array_equal(convert.image_to_rgb(image), rgb)  # rosbags duck
 
         xyz = convert.pointcloud2_to_xyz(rclpy_pointcloud2(cloud))
         assert xyz.shape == (count, 3)
-        velodyne = sampledata_dir / "kitti_object" / "training" / "velodyne" / f"{frame}.bin"
-        if velodyne.is_file():
-            scan = np.fromfile(velodyne, np.float32).reshape(-1, 4)
-            np.testing.assert_array_equal(xyz, scan[:, :3])
+        scan = np.fromfile(velodyne, np.float32).reshape(-1, 4)
+        np.testing.assert_array_equal(xyz, scan[:, :3])
 
         camera = convert.camera_info_to_camera(info)
         assert (camera.width, camera.height, camera.fx) == (1242, 375, 721.5377)

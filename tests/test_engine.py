@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,57 @@ def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+# ---------------------------------------------------------------------- independent oracle
+# The authors' preprocessing (MiDaS Resize(keep_aspect_ratio, ensure_multiple_of=32,
+# resize_method="lower_bound", cv2.INTER_CUBIC) + NormalizeImage(0.5, 0.5)), written out here
+# from its definition instead of calling dpt_ros.transforms, so that a slip there (a wrong
+# normalisation, a wrong size rule, another kernel) cannot hide in both sides of a comparison.
+def reference_net_size(height: int, width: int, net_size: int) -> tuple[int, int]:
+    """MiDaS lower_bound: scale so both sides reach net_size, round to a multiple of 32 (half
+    to even, as numpy), and round up instead where that fell below net_size."""
+    scale = max(net_size / height, net_size / width)
+    sides = []
+    for side in (height, width):
+        x = scale * side
+        y = round(x / 32) * 32
+        if y < net_size:
+            y = math.ceil(x / 32) * 32
+        sides.append(y)
+    return sides[0], sides[1]
+
+
+def _keys_cubic(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution kernel with OpenCV's a = -0.75."""
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def _cubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of a 4-tap bicubic resize: pixel centres at (i + 0.5) * scale - 0.5,
+    edge pixels repeated (cv2.INTER_CUBIC's convention; no antialiasing when shrinking)."""
+    matrix = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        x = (i + 0.5) * n_in / n_out - 0.5
+        base = math.floor(x)
+        for j in range(base - 1, base + 3):
+            matrix[i, min(max(j, 0), n_in - 1)] += _keys_cubic(np.float64(x - j))
+    return matrix
+
+
+def reference_preprocess(rgb: np.ndarray, net_size: int) -> np.ndarray:
+    """uint8 HxWx3 -> float32 (3, h, w): bicubic resize of the 0-255 values (linear, so it
+    commutes with the scaling), then v / 127.5 - 1 == (v / 255 - 0.5) / 0.5."""
+    h, w = reference_net_size(*rgb.shape[:2], net_size)
+    rows, cols = _cubic_matrix(rgb.shape[0], h), _cubic_matrix(rgb.shape[1], w)
+    planes = [rows @ rgb[:, :, c].astype(np.float64) @ cols.T for c in range(3)]
+    return (np.stack(planes) / 127.5 - 1.0).astype(np.float32)
+
+
 def authors_depth(model: nn.Module, rgb: np.ndarray, net_size: int, size=None) -> np.ndarray:
-    """The authors' pipeline: preprocess_image, forward, bicubic back to the image size."""
-    x = torch.from_numpy(transforms.preprocess_image(rgb, net_size=net_size))[None]
+    """The authors' pipeline: preprocessing, forward, bicubic back to the image size."""
+    x = torch.from_numpy(reference_preprocess(rgb, net_size))[None]
     with torch.inference_mode():
         out = model(x)
         if out.dim() == 4:
@@ -89,7 +138,7 @@ def authors_depth(model: nn.Module, rgb: np.ndarray, net_size: int, size=None) -
 
 
 def authors_labels(model: nn.Module, rgb: np.ndarray, net_size: int) -> np.ndarray:
-    x = torch.from_numpy(transforms.preprocess_image(rgb, net_size=net_size))[None]
+    x = torch.from_numpy(reference_preprocess(rgb, net_size))[None]
     with torch.inference_mode():
         logits = transforms.resize_prediction(model(x), size=rgb.shape[:2])
     return (logits.argmax(1) + 1)[0].numpy().astype(np.uint8)
@@ -126,6 +175,56 @@ def test_fp32_equals_authors_pipeline(depth_model: TinyDepth, size: tuple[int, i
     expected = authors_depth(depth_model, rgb, net_size=96)
     # Engine resizes back with OpenCV's bicubic; torch's float32 bicubic rounds at ~1e-5.
     np.testing.assert_allclose(pred.depth, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+class FirstChannel(nn.Module):
+    """The network input's first (red) channel, as depth: shows exactly what the net saw."""
+
+    output_semantics = "relative_inverse_depth"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0].clone()
+
+
+@pytest.mark.parametrize(("grey", "expected"), [(0, -1.0), (51, -0.6), (255, 1.0)])
+def test_network_input_of_a_flat_image_is_hand_computed(grey: int, expected: float) -> None:
+    # (v / 255 - 0.5) / 0.5 for v = 0, 51, 255: -1, -0.6, 1 (a bicubic of a constant is the
+    # constant). A wrong normalisation (v / 256, another mean) changes every pixel.
+    rgb = np.full((37, 53, 3), grey, np.uint8)
+    pred = Engine(EngineConfig(model=None, net_size=64), depth_model=FirstChannel()).infer(rgb)
+    np.testing.assert_allclose(pred.depth, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "net_size", "net_hw"),
+    [
+        # scale = max(96/120, 96/160) = 0.8: 96 x 128
+        (120, 160, 96, (96, 128)),
+        # scale = 96/479: width 128.46 -> 128
+        (479, 641, 96, (96, 128)),
+        # scale = 96/17 = 5.647: height 175.06 -> 160 (5.47 rounds to 5), width 96
+        (31, 17, 96, (160, 96)),
+        # scale = 384/375 = 1.024: width 1271.8 -> 1280 (39.74 rounds to 40), height 384
+        (375, 1242, 384, (384, 1280)),
+        # scale = 64/50 = 1.28: height 64, width 96 (3 x 32 exactly)
+        (50, 75, 64, (64, 96)),
+    ],
+)
+def test_network_input_sizes_are_the_authors(
+    height: int, width: int, net_size: int, net_hw: tuple[int, int]
+) -> None:
+    assert reference_net_size(height, width, net_size) == net_hw
+    assert transforms.network_input_size(height, width, net_size) == net_hw
+    rgb = frame(height, width, seed=8)
+    got = transforms.preprocess_image(rgb, net_size=net_size)
+    expected = reference_preprocess(rgb, net_size)
+    assert got.shape == (3, *net_hw)
+    # OpenCV computes its cubic coefficients in single precision: ~1e-6 of the [-1, 1] range.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+    on_device = transforms.preprocess_tensor(torch.from_numpy(rgb)[None], size=net_hw)
+    # torch's float32 bicubic (the CUDA path's, run here on the CPU) computes source positions
+    # in float32: ~1e-4 px at x ~ 1200. A v / 256 slip would be off by up to 8e-3.
+    np.testing.assert_allclose(on_device[0].numpy(), expected, rtol=0, atol=3e-4)
 
 
 def test_fp32_with_requested_output_size_equals_authors(depth_model: TinyDepth) -> None:
@@ -199,7 +298,8 @@ def test_batch_equals_single_and_keeps_order(depth_model: TinyDepth) -> None:
 
 def test_channels_last_gives_the_same_depth(depth_model: TinyDepth) -> None:
     rgb = frame(64, 96)
-    plain = Engine(EngineConfig(model=None, net_size=64), depth_model=TinyDepth()).infer(rgb)
+    plain_config = EngineConfig(model=None, net_size=64, channels_last=False)
+    plain = Engine(plain_config, depth_model=TinyDepth()).infer(rgb)
     config = EngineConfig(model=None, net_size=64, channels_last=True)
     channels_last = Engine(config, depth_model=depth_model).infer(rgb)
     np.testing.assert_allclose(channels_last.depth, plain.depth, rtol=1e-5, atol=1e-6)

@@ -252,3 +252,69 @@ def test_transforms() -> None:
         transform_points(T, np.zeros((5, 2)))
     with pytest.raises(ValueError, match="quaternion"):
         transform_from_quaternion([0, 0, 0], [0, 0, 0, 0])
+
+
+# ---------------------------------------------------------------------------- skew and edges
+K_SKEWED = [400.0, 3.5, 150.0, 0.0, 420.0, 110.0, 0.0, 0.0, 1.0]
+
+
+def test_skew_is_used_both_ways_by_the_pinhole_equations() -> None:
+    # CameraInfo K may carry a skew s = K[0][1]: u = fx x + s y + cx, v = fy y + cy (x, y = X/Z,
+    # Y/Z). OpenCV's projectPoints ignores s, so the reference is the formula, by hand.
+    cam = CameraModel.from_camera_info(K_SKEWED, [], "", 320, 240)
+    point = np.array([[0.4, -0.3, 2.0]])  # x = 0.2, y = -0.15
+    uv, valid = cam.project(point)
+    assert valid[0]
+    np.testing.assert_allclose(uv[0], [400 * 0.2 + 3.5 * -0.15 + 150, 420 * -0.15 + 110])
+    # Back: the ray through pixel (u, v) is y = (v - cy) / fy, x = (u - cx - s y) / fx.
+    u, v = 37, 201
+    y = (v - 110.0) / 420.0
+    x = (u - 150.0 - 3.5 * y) / 400.0
+    np.testing.assert_allclose(cam.undistort_pixels(np.array([u, v], float)), [x, y], rtol=1e-12)
+    np.testing.assert_allclose(cam.ray_grid[v, u], [x, y, 1.0], rtol=1e-6)
+    depth = np.full((240, 320), 5.0)
+    np.testing.assert_allclose(backproject_depth(depth, cam)[v, u], [5 * x, 5 * y, 5.0], rtol=1e-6)
+    # Halving the image scales the skew with the columns.
+    assert cam.scaled(160, 120).K[0, 1] == pytest.approx(1.75)
+
+
+def test_skewed_projection_and_back_projection_are_inverse() -> None:
+    cam = CameraModel.from_camera_info(K_SKEWED, [], "", 320, 240)
+    depth = np.linspace(1.0, 9.0, 320 * 240).reshape(240, 320)
+    points = backproject_depth(depth, cam).reshape(-1, 3).astype(np.float64)
+    uv, valid = cam.project(points)
+    assert valid.all()
+    v, u = np.mgrid[0:240, 0:320]
+    np.testing.assert_allclose(uv, np.stack([u.ravel(), v.ravel()], axis=1), atol=1e-3)
+
+
+def test_the_image_ends_half_a_pixel_past_the_last_centre() -> None:
+    # Pixel centres are integers, so the image spans [-0.5, W - 0.5) x [-0.5, H - 0.5): a point
+    # on the bottom (or right) edge is outside, one just above it is in the last row, whose
+    # index H - 1 a caller can use without a bounds check.
+    width, height, f = 64, 48, 50.0
+    cam = CameraModel.pinhole(f, f, 31.5, 23.5, width, height)
+
+    def at(u: float, v: float, z: float = 4.0) -> np.ndarray:
+        return np.array([(u - 31.5) / f * z, (v - 23.5) / f * z, z])
+
+    eps = 1e-6
+    cases = {
+        (-0.5, 10.0): True,  # left edge: inside
+        (width - 0.5, 10.0): False,  # right edge: outside
+        (width - 0.5 - eps, 10.0): True,
+        (10.0, -0.5): True,  # top edge: inside
+        (10.0, height - 0.5): False,  # bottom edge: outside
+        (10.0, height - 0.5 - eps): True,
+        (10.0, height - 0.5 + eps): False,
+    }
+    points = np.array([at(u, v) for u, v in cases])
+    _, valid = cam.project(points)
+    assert valid.tolist() == list(cases.values())
+
+    from dpt_ros.align import project_lidar
+
+    projection = project_lidar(points, np.eye(4), cam, zbuffer_window=0)
+    assert projection.index.tolist() == [i for i, ok in enumerate(cases.values()) if ok]
+    assert projection.rows.max() == height - 1 and projection.cols.max() == width - 1
+    assert projection.rows.min() == 0 and projection.cols.min() == 0

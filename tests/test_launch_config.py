@@ -456,8 +456,15 @@ def test_engine_and_pipeline_configs_follow_the_settings() -> None:
 def test_bag_and_webcam_settings_share_the_schema() -> None:
     from dpt_ros.config import BagSettings, WebcamSettings
 
-    bag = settings_from_mapping({"net_size": 256, "points_topic": "/velo"}, BagSettings)
-    assert (bag.model.net_size, bag.points_topic, bag.align.method) == (256, "/velo", "ransac")
+    bag = settings_from_mapping({"net_size": 256, "storage": "sqlite3"}, BagSettings)
+    assert (bag.node.model.net_size, bag.storage, bag.node.align.method) == (
+        256,
+        "sqlite3",
+        "ransac",
+    )
+    # Every node parameter is a bag parameter under the same name.
+    node_names = {spec.name for spec in parameter_specs(NodeSettings)}
+    assert node_names <= {spec.name for spec in parameter_specs(BagSettings)}
     webcam = settings_from_mapping({"source": "video.mp4", "viz": {"colormap": "gray"}},
                                    WebcamSettings)  # fmt: skip
     assert (webcam.source, webcam.viz.colormap, webcam.model.model) == (

@@ -20,6 +20,7 @@ pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 
+from dpt_ros import topics  # noqa: E402
 from dpt_ros.ros.convert import pointcloud2_to_structured, unpack_rgb  # noqa: E402
 from dpt_ros.ros.tf import tf2_available  # noqa: E402
 from dpt_ros.synthetic import make_scene  # noqa: E402
@@ -32,11 +33,17 @@ STANDIN = "tests.ros_helpers:gray_inverse_depth"
 STANDIN_SEGMENTATION = "tests.ros_helpers:grey_level_segmentation"
 FRAME = "camera_optical"
 LIDAR_FRAME = "lidar"
-IMAGE_TOPICS = ("depth", "depth_relative", "segmentation", "segmentation/color", "depth/color")
+IMAGE_TOPICS = (
+    topics.DEPTH,
+    topics.DEPTH_RELATIVE,
+    topics.SEGMENTATION,
+    topics.SEGMENTATION_COLOR,
+    topics.DEPTH_COLOR,
+)
 OUTPUTS = {
     **dict.fromkeys(IMAGE_TOPICS, Image),
-    "depth/camera_info": CameraInfo,
-    "points": PointCloud2,
+    **dict.fromkeys(topics.CAMERA_INFO_TOPICS, CameraInfo),
+    topics.POINTS: PointCloud2,
 }
 TIMEOUT = 60.0
 
@@ -140,19 +147,21 @@ def test_every_output_has_the_input_header_size_and_encoding(harness: Harness) -
         assert (msg.width, msg.height) == (640, 480) or topic == "points", topic
     encodings = {t: out[t].encoding for t in IMAGE_TOPICS}
     assert encodings == {
-        "depth": "32FC1",
-        "depth_relative": "32FC1",
-        "segmentation": "mono8",
+        "depth/image": "32FC1",
+        "depth_relative/image": "32FC1",
+        "segmentation/image": "mono8",
         "segmentation/color": "rgb8",
         "depth/color": "rgb8",
     }
-    info = out["depth/camera_info"]
-    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), harness.scene.camera.K)
+    for topic in topics.CAMERA_INFO_TOPICS:  # image_transport pairs X/image with X/camera_info
+        info = out[topic]
+        assert (info.width, info.height) == (640, 480), topic
+        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), harness.scene.camera.K)
 
 
 def test_metric_depth_matches_the_scene(harness: Harness) -> None:
     _, out = _frame(harness)
-    depth = h.image_array(out["depth"])
+    depth = h.image_array(out[topics.DEPTH])
     truth = harness.scene.depth
     near = np.isfinite(truth) & (truth < 25.0)
     valid = near & np.isfinite(depth)
@@ -160,7 +169,8 @@ def test_metric_depth_matches_the_scene(harness: Harness) -> None:
     relative_error = np.abs(depth[valid] - truth[valid]) / truth[valid]
     assert np.median(relative_error) < 0.02
     sky = ~np.isfinite(truth)
-    assert sky.any() and np.isnan(depth[sky]).mean() > 0.99  # REP 118: NaN where unknown
+    # REP 117: +Inf where the depth is known to be beyond the range (the sky)
+    assert sky.any() and np.isposinf(depth[sky]).mean() > 0.99
 
     values = harness.diagnostics(lambda d: d.get("fit_status") == "tracking")
     # The stand-in outputs near / depth with near = 2 m: inverse depth = 0.5 * output.
@@ -196,13 +206,13 @@ def test_point_cloud_fields_and_coordinates(harness: Harness) -> None:
     colours = unpack_rgb(points["rgb"])[ok]
     np.testing.assert_array_equal(colours[:, 0], harness.grey[rows, cols, 0])
     # The cloud is the metric depth image decimated by cloud.stride (default 2).
-    depth = h.image_array(out["depth"])
+    depth = h.image_array(out[topics.DEPTH])
     assert len(xyz) == np.isfinite(depth[::2, ::2]).sum()
 
 
 def test_segmentation_and_pictures(harness: Harness) -> None:
     _, out = _frame(harness)
-    labels = h.image_array(out["segmentation"])
+    labels = h.image_array(out[topics.SEGMENTATION])
     expected = h.expected_labels(harness.grey[:, :, 0])
     assert (labels == expected).mean() > 0.95
     colour = h.image_array(out["segmentation/color"])
@@ -214,16 +224,16 @@ def test_segmentation_and_pictures(harness: Harness) -> None:
 def test_without_camera_info_depth_still_flows_but_no_cloud_or_fit(harness: Harness) -> None:
     stamp = harness.next_stamp(50.0)  # far from every camera info and scan
     harness.send(stamp, info=False, scan=False)
-    harness.outputs(stamp, ("depth_relative", "depth/color", "segmentation/color"))
+    harness.outputs(stamp, (topics.DEPTH_RELATIVE, "depth/color", "segmentation/color"))
     time.sleep(0.5)
-    for topic in ("points", "depth/camera_info", "depth"):
+    for topic in ("points", "depth/camera_info", topics.DEPTH):
         assert harness.peer.by_stamp(topic, stamp) is None, topic
     assert harness.proc.wait_for_log("no camera_info within", 10)
     values = harness.diagnostics(lambda d: d.get("fit_status") in ("expired", "empty"))
     assert "camera_info" in values["fit_reason"] or values["fit_reason"]
     # The next complete frame brings the scale back.
     _, out = _frame(harness)
-    assert out["depth"] is not None
+    assert out[topics.DEPTH] is not None
 
 
 def test_a_scan_arriving_just_after_its_image_is_still_used(harness: Harness) -> None:
@@ -232,7 +242,7 @@ def test_a_scan_arriving_just_after_its_image_is_still_used(harness: Harness) ->
     harness.send(stamp, scan=False)
     time.sleep(0.02)  # within lidar_wait (0.05 s): the worker waits for the scan
     harness.peer.publish("lidar/points", h.cloud_msg(harness.scene.lidar_points, stamp, "lidar"))
-    harness.outputs(stamp, ("depth", "points"))
+    harness.outputs(stamp, (topics.DEPTH, "points"))
     values = harness.diagnostics(
         lambda d: int(d["frames_processed"]) > int(before["frames_processed"])
     )
@@ -303,7 +313,7 @@ def test_runtime_parameters_are_validated(harness: Harness) -> None:
     try:
         assert harness.peer.get_parameters(node, ["cloud.stride"]) == [4]
         _, out = _frame(harness)
-        depth = h.image_array(out["depth"])
+        depth = h.image_array(out[topics.DEPTH])
         assert out["points"].width == np.isfinite(depth[::4, ::4]).sum()
     finally:
         (result,) = harness.peer.set_parameters(node, {"cloud.stride": 2})
@@ -311,7 +321,7 @@ def test_runtime_parameters_are_validated(harness: Harness) -> None:
 
 
 def test_outputs_without_subscribers_are_not_computed(harness: Harness) -> None:
-    skipped = ("segmentation", "segmentation/color", "points")
+    skipped = (*topics.LABEL_TOPICS, "points")
     for topic in skipped:
         harness.peer.unsubscribe(topic)
     try:
@@ -322,13 +332,13 @@ def test_outputs_without_subscribers_are_not_computed(harness: Harness) -> None:
         before = harness.diagnostics()
         stamp = harness.next_stamp()
         harness.send(stamp)
-        harness.outputs(stamp, ("depth", "depth_relative", "depth/color"))
+        harness.outputs(stamp, (topics.DEPTH, topics.DEPTH_RELATIVE, "depth/color"))
         after = harness.diagnostics(
             lambda d: int(d["frames_processed"]) > int(before["frames_processed"])
         )
         assert after["segmentation_runs"] == before["segmentation_runs"]
         assert after["published.points"] == before["published.points"]
-        assert int(after["published.depth"]) > int(before["published.depth"])
+        assert int(after["published.depth/image"]) > int(before["published.depth/image"])
     finally:
         for topic in skipped:
             harness.peer.subscribe(OUTPUTS[topic], topic)
@@ -347,8 +357,8 @@ def test_a_flood_of_frames_is_dropped_not_queued(harness: Harness) -> None:
         harness.peer.publish("image", image)
         stamps.append(stamp)
     # The newest frame always gets through; most of the older ones are replaced, not queued.
-    harness.outputs(stamps[-1], ("depth_relative",))
-    got = [h.stamp_ns(m) for m in harness.peer.messages("depth_relative")]
+    harness.outputs(stamps[-1], (topics.DEPTH_RELATIVE,))
+    got = [h.stamp_ns(m) for m in harness.peer.messages(topics.DEPTH_RELATIVE)]
     got = [s for s in got if s in set(stamps)]
     assert got == sorted(got)
     assert len(got) < len(stamps)

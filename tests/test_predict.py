@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dpt_ros.predict import depth_to_png16, main
+from dpt_ros.export import depth_to_png16
+from dpt_ros.predict import main
 
 STANDIN = "tests.ros_helpers:gray_inverse_depth"  # relative depth = grey level in [0, 1]
 
@@ -29,28 +30,28 @@ def test_writes_depth_npy_png16_and_preview(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run(tmp_path / "scene.png", "--out", out) == 0
 
-    depth = np.load(out / "scene_depth.npy")
+    depth = np.load(out / "scene_inverse_depth.npy")
     assert depth.dtype == np.float32 and depth.shape == grey.shape
     # The stand-in returns the grey level; resizing to the network and back keeps a gradient.
     np.testing.assert_allclose(depth, grey / 255.0, atol=0.01)
 
-    png = cv2.imread(str(out / "scene_depth.png"), cv2.IMREAD_UNCHANGED)
+    png = cv2.imread(str(out / "scene_inverse_depth.png"), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.shape == grey.shape
     assert png.min() == 0 and png.max() == 65535  # relative depth is min-max scaled
     assert np.all(np.diff(png[grey.shape[0] // 2].astype(int)) >= -1)  # monotonic like the input
 
-    preview = cv2.imread(str(out / "scene_depth_color.png"), cv2.IMREAD_UNCHANGED)
+    preview = cv2.imread(str(out / "scene_inverse_depth_color.png"), cv2.IMREAD_UNCHANGED)
     assert preview.shape == (*grey.shape, 3)
     assert sorted(p.name for p in out.iterdir()) == [
-        "scene_depth.npy",
-        "scene_depth.png",
-        "scene_depth_color.png",
+        "scene_inverse_depth.npy",
+        "scene_inverse_depth.png",
+        "scene_inverse_depth_color.png",
     ]  # no temporary files left behind
 
 
 def test_refuses_to_overwrite_an_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_gradient(tmp_path / "a.png")
-    victim = tmp_path / "a_depth.png"
+    victim = tmp_path / "a_inverse_depth.png"
     write_gradient(victim, 64, 32)
     before = victim.read_bytes()
     assert run(tmp_path / "a.png", victim, "--out", tmp_path) == 2
@@ -74,6 +75,6 @@ def test_bad_inputs_name_the_problem(
 
 def test_png16_units() -> None:
     metric = np.array([[0.5, 2.0], [np.nan, 70.0]], np.float32)
-    np.testing.assert_array_equal(depth_to_png16(metric, metric=True), [[500, 2000], [0, 65535]])
-    relative = np.array([[1.0, 3.0], [np.nan, 2.0]], np.float32)
-    np.testing.assert_array_equal(depth_to_png16(relative, metric=False), [[0, 65535], [0, 32768]])
+    image, too_far = depth_to_png16(metric, "mm")  # 70 m does not fit: 0 (invalid), counted
+    np.testing.assert_array_equal(image, [[500, 2000], [0, 0]])
+    assert too_far == 1

@@ -14,16 +14,23 @@ Systems, all on the same weights and synthetic uint8 frames of --size:
                 weights (random weights are created in transformers and mapped into dpt_ros
                 through dpt_ros.model.hf; a transformers DPT folder as --weights also works),
                 plus its post_process_depth_estimation back to the frame size.
+  engine[V]     --variants: the engine with the options of VARIANTS[V] (precision, memory
+                format, int8 dynamic quantisation of the Linear layers, torch.compile, CUDA
+                graphs, TensorRT) on its own copy of the weights.
 On the CPU the systems are interleaved frame by frame (--rounds), starting each round with the
 next system, so that load from other processes hits all of them alike; the ratios are what to
 compare.
 JSON: config, systems.<name>.{ms_per_frame (median), p90_ms, fps, latency_ms, stages, peak
-host RSS, peak device memory}, ratios, checks (same-weights proof), notes.
+host RSS, peak device memory}, ratios, checks (same-weights proof), variants.<name>.{ms, ratio
+to transformers and to the fp32 engine, depth error against our fp32 output as a share of its
+range (median, max), setup and first-frame seconds (compile time)}, notes.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import inspect
 import json
 import platform
@@ -45,6 +52,25 @@ from dpt_ros import transforms  # noqa: E402
 from dpt_ros.engine import PRECISIONS, STAGES, Engine, EngineConfig  # noqa: E402
 
 SYSTEMS = ("engine", "forward", "naive", "transformers")
+# Engine options tried against each other (--variants). "int8": dynamic int8 quantisation of
+# every nn.Linear (torch.ao; the ViT's attention and MLP), activations quantised per call.
+VARIANTS: dict[str, dict] = {
+    "fp32": {"precision": "fp32", "channels_last": False},
+    "fp32+cl": {"precision": "fp32", "channels_last": True},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "bf16+cl": {"precision": "bf16", "channels_last": True},
+    "auto": {"precision": "auto"},
+    "int8": {"precision": "fp32", "channels_last": True, "int8": True},
+    "int8+bf16+cl": {"precision": "bf16", "channels_last": True, "int8": True},
+    "compile": {"precision": "fp32", "channels_last": True, "compile": True},
+    "bf16+cl+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+    "fp16": {"precision": "fp16", "cuda_graphs": False},
+    "fp16+graphs": {"precision": "fp16"},
+    "fp32+graphs": {"precision": "fp32"},
+    "bf16+graphs": {"precision": "bf16"},
+    "tensorrt-fp16": {"precision": "fp16", "backend": "tensorrt", "cuda_graphs": False},
+    "tensorrt-fp32": {"precision": "fp32", "backend": "tensorrt", "cuda_graphs": False},
+}
 
 
 @dataclass
@@ -59,7 +85,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="dpt_hybrid", help="depth model name or plug-in")
     parser.add_argument("--weights", default="random", help="'random', checkpoint or HF folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="the engine's (and forward's, naive's) precision; auto as the front ends",
+    )
+    parser.add_argument(
+        "--transformers-precision",
+        default="fp32",
+        choices=tuple(PRECISIONS),
+        help="transformers' precision (the baseline of the goals: fp32)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        type=_variants,
+        help=f"comma-separated engine variants to add, from {','.join(VARIANTS)}",
+    )
     parser.add_argument("--size", default="640x480", type=_size, help="frame WIDTHxHEIGHT")
     parser.add_argument("--net-size", type=int, default=384)
     parser.add_argument("--frames", type=int, default=20, help="timed frames per system")
@@ -79,7 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-in-flight", type=int, default=2)
-    parser.add_argument("--cuda-graphs", action="store_true")
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA graphs of the engine (default: the engine's, on for CUDA)",
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -96,6 +144,14 @@ def _size(text: str) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return width, height
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in names if s not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variants {unknown}: choose from {VARIANTS}")
+    return names
 
 
 def _systems(text: str) -> tuple[str, ...]:
@@ -523,6 +579,18 @@ def main(argv: list[str] | None = None) -> int:
     width, height = args.size
     notes: list[str] = []
     ours, hf = build_models(args, notes)
+    # Our fp32 output: the yardstick of every variant's error (and of the same-weights checks).
+    reference = Engine(
+        EngineConfig(
+            model=None,
+            device=args.device,
+            precision="fp32",
+            net_size=args.net_size,
+            channels_last=False,
+            cuda_graphs=False,
+        ),
+        depth_model=copy.deepcopy(ours),
+    )
     config = EngineConfig(
         model=None,
         device=args.device,
@@ -538,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     net_hw = transforms.network_input_size(height, width, args.net_size)
 
     systems: dict[str, Callable[[list[np.ndarray]], list[Record]]] = {}
+    transformers_system = None
     for name in args.systems:
         if name == "engine":
             systems[name] = EngineSystem(engine).run
@@ -546,10 +615,30 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "naive":
             systems[name] = NaiveSystem(engine, args.net_size).run
         elif name == "transformers" and hf is not None:
-            transformers_system = TransformersSystem(hf, device, args.precision, args.net_size)
+            transformers_system = TransformersSystem(
+                hf, device, args.transformers_precision, args.net_size
+            )
             systems[name] = transformers_system.run
 
-    checks = same_weights_checks(engine, hf, frames[0], args, device, net_hw)
+    setup: dict[str, dict[str, float]] = {}
+    engines = {"engine": engine} if "engine" in systems else {}
+    for name in args.variants:
+        start = time.perf_counter()
+        try:
+            variant = build_variant(name, config, reference.depth_model)
+            built = time.perf_counter()
+            variant.infer(frames[0])  # compiles, autotunes
+        except Exception as exc:  # one failing option must not cost the others
+            notes.append(f"variant {name} skipped: {type(exc).__name__}: {exc}")
+            continue
+        setup[f"engine[{name}]"] = {
+            "setup_s": built - start,
+            "first_frame_s": time.perf_counter() - built,
+        }
+        engines[f"engine[{name}]"] = variant
+        systems[f"engine[{name}]"] = EngineSystem(variant).run
+
+    checks = same_weights_checks(reference, hf, frames[0], args, device, net_hw)
 
     for run in systems.values():  # warm-up: allocation, autotuning, graph capture
         if args.warmup:
@@ -566,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             run_block(systems[name], block, tallies[name], device)
 
     results = {name: summarise(tally) for name, tally in tallies.items()}
+    variants = variant_table(results, engines, reference, frames[0], setup, transformers_system)
     ratios: dict[str, float] = {}
     for base in ("forward", "naive", "transformers"):
         if "engine" in results and base in results:
@@ -592,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         "systems": results,
         "ratios": ratios,
         "checks": checks,
+        "variants": variants,
         "notes": notes,
     }
     print_table(report)
@@ -600,6 +691,70 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+class _AnyFloatLinear(torch.nn.Module):
+    """A dynamically quantised Linear that takes any float input: autocast hands it bf16,
+    which the int8 kernel does not accept."""
+
+    def __init__(self, linear: torch.nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.linear(x.float()).to(x.dtype)
+
+
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every nn.Linear (weights per tensor, activations per call;
+    VNNI kernels through fbgemm/oneDNN)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import quantize_dynamic
+
+    quantized = quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    for module in list(quantized.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, DynamicLinear):
+                setattr(module, child_name, _AnyFloatLinear(child))
+    return quantized
+
+
+def build_variant(name: str, base: EngineConfig, model: torch.nn.Module) -> Engine:
+    """The engine with VARIANTS[name]'s options on its own copy of `model`'s weights."""
+    options = dict(VARIANTS[name])
+    int8 = options.pop("int8", False)
+    model = copy.deepcopy(model)
+    if int8:
+        model = quantize_linear_int8(model)
+    return Engine(dataclasses.replace(base, **options), depth_model=model)
+
+
+def variant_table(results, engines, reference, rgb, setup, transformers_system) -> dict:
+    """Per engine system: time, ratios, setup/compile seconds and the depth error against our
+    fp32 output on one frame, as a share of that output's range (median and max)."""
+    expected = reference.infer(rgb).depth
+    scale = max(float(expected.max() - expected.min()), 1e-12)
+    outputs = {name: engine.infer(rgb).depth for name, engine in engines.items()}
+    if transformers_system is not None:
+        outputs["transformers"] = transformers_system.depth(rgb)[0]
+    table = {}
+    for name, depth in outputs.items():
+        error = np.abs(depth.astype(np.float64) - expected) / scale
+        row = {
+            "ms_per_frame": results.get(name, {}).get("ms_per_frame"),
+            "error_median": float(np.median(error)),
+            "error_max": float(error.max()),
+            **setup.get(name, {}),
+        }
+        if name in engines:
+            row["precision"] = engines[name].precisions["depth"]
+            row["channels_last"] = engines[name].channels_last
+        for base in ("transformers", "engine[fp32]"):
+            if row["ms_per_frame"] is not None and base in results and base != name:
+                row[f"vs_{base}"] = row["ms_per_frame"] / max(results[base]["ms_per_frame"], 1e-9)
+        table[name] = row
+    return table
 
 
 def same_weights_checks(engine, hf, rgb, args, device, net_hw) -> dict:
@@ -664,6 +819,23 @@ def print_table(report: dict) -> None:
         print(f"{name}: {ratio:.3f}")
     for name, value in report["checks"].items():
         print(f"check {name}: {value}")
+    if report["variants"]:
+        print(
+            f"\n{'engine system':<24}{'ms/frame':>10}{'vs transf.':>11}{'vs fp32':>9}"
+            f"{'err med %':>10}{'err max %':>10}{'setup s':>9}{'1st s':>8}"
+        )
+    for name, row in report["variants"].items():
+
+        def cell(key: str, width: int, fmt: str, row=row) -> str:
+            value = row.get(key)
+            return f"{'-':>{width}}" if value is None else f"{value:{width}{fmt}}"
+
+        print(
+            f"{name:<24}{cell('ms_per_frame', 10, '.1f')}{cell('vs_transformers', 11, '.3f')}"
+            f"{cell('vs_engine[fp32]', 9, '.3f')}{row['error_median'] * 100:10.3f}"
+            f"{row['error_max'] * 100:10.3f}{cell('setup_s', 9, '.1f')}"
+            f"{cell('first_frame_s', 8, '.1f')}"
+        )
     for note in report["notes"]:
         print(f"note: {note}")
 

@@ -65,9 +65,13 @@ class DPTConfig:
     resnet_stem_channels: int = 64
     std_conv_eps: float = 1e-8  # current timm's weight standardisation
     legacy_std_conv: bool = False  # timm 0.4.x's, which the released weights were trained with
+    # The authors' input size (height, width) and resize rule for this variant (net_size "auto";
+    # isl-org/DPT run_monodepth.py / run_segmentation.py, MiDaS hub transforms).
+    net_size: tuple[int, int] = (384, 384)
+    resize_method: str = "minimal"
 
     def __post_init__(self) -> None:
-        for name in ("hooks", "stage_channels", "resnet_layers", "resnet_channels"):
+        for name in ("hooks", "stage_channels", "resnet_layers", "resnet_channels", "net_size"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
@@ -97,6 +101,11 @@ class DPTConfig:
         if list(blocks) != sorted(set(blocks)) or not 0 <= blocks[0] <= blocks[-1] < self.depth:
             raise ValueError(
                 f"block hooks {blocks} must be increasing indices below depth {self.depth}"
+            )
+        if len(self.net_size) != 2 or any(s <= 0 or s % INPUT_MULTIPLE for s in self.net_size):
+            raise ValueError(
+                f"net_size must be (height, width), positive multiples of {INPUT_MULTIPLE}, "
+                f"got {self.net_size}"
             )
         if self.backbone == "hybrid":
             self._check_hybrid()
@@ -202,6 +211,9 @@ class DPT(nn.Module):
         super().__init__()
         self.config = config
         self.output_semantics = config.output_semantics
+        # Read by dpt_ros.transforms.resize_rule for net_size "auto".
+        self.net_size = config.net_size
+        self.resize_method = config.resize_method
         if config.task == "segmentation":
             head: nn.Module = SegmentationHead(config.features, config.num_classes)
         else:
@@ -239,7 +251,13 @@ _DPT_LARGE = DPTConfig(**_VIT_LARGE, hooks=(5, 11, 17, 23), stage_channels=(256,
 _DPT_HYBRID = DPTConfig(
     backbone="hybrid", **_VIT_BASE, hooks=(0, 1, 8, 11), stage_channels=(256, 512, 768, 768)
 )
-_SEGMENTATION = {"task": "segmentation", "use_bn": True, "num_classes": 150}
+# run_segmentation.py: 480x480 for both ADE20K models.
+_SEGMENTATION = {
+    "task": "segmentation",
+    "use_bn": True,
+    "num_classes": 150,
+    "net_size": (480, 480),
+}
 
 _VARIANTS: dict[str, DPTConfig] = {
     "dpt_base": _DPT_BASE,
@@ -247,11 +265,14 @@ _VARIANTS: dict[str, DPTConfig] = {
     "dpt_hybrid": _DPT_HYBRID,
     "dpt_hybrid_ade20k": dataclasses.replace(_DPT_HYBRID, **_SEGMENTATION),
     "dpt_large_ade20k": dataclasses.replace(_DPT_LARGE, **_SEGMENTATION),
-    # isl-org/DPT run_monodepth.py: the fine-tuned models' fixed scale and shift.
+    # isl-org/DPT run_monodepth.py: the fine-tuned models' fixed scale and shift, and their
+    # input sizes (net_w x net_h = 1216x352 for KITTI, 640x480 for NYU).
     "dpt_hybrid_kitti": dataclasses.replace(
-        _DPT_HYBRID, metric_scale=0.00006016, metric_shift=0.00579
+        _DPT_HYBRID, metric_scale=0.00006016, metric_shift=0.00579, net_size=(352, 1216)
     ),
-    "dpt_hybrid_nyu": dataclasses.replace(_DPT_HYBRID, metric_scale=0.000305, metric_shift=0.1378),
+    "dpt_hybrid_nyu": dataclasses.replace(
+        _DPT_HYBRID, metric_scale=0.000305, metric_shift=0.1378, net_size=(480, 640)
+    ),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_VARIANTS)

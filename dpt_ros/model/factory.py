@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 
+import torch
 from torch import nn
 
 from dpt_ros.model.dpt import MODEL_NAMES, build_model
@@ -20,6 +21,9 @@ from dpt_ros.model.weights import (
 __all__ = ["PluginError", "create_model", "load_plugin"]
 
 RANDOM = "random"
+# "random" weights are drawn from this seed, so the same input gives the same output every run
+# (DPT-Hybrid with it gives a non-flat depth map; dpt_ros.predict warns when an output is flat).
+RANDOM_SEED = 0
 
 
 class PluginError(WeightsError):
@@ -80,7 +84,8 @@ def create_model(model: str, weights: str | os.PathLike[str] | None = None) -> n
 
     ``model``: one of ``MODEL_NAMES`` or ``"package.module:callable"`` (a plug-in).
     ``weights``: ``None``/``""`` -> the released checkpoint of that name (cached download,
-    verified); ``"random"`` -> random initialisation, no download; a registry name, checkpoint
+    verified); ``"random"`` -> random initialisation from ``RANDOM_SEED`` (the same network
+    every time), no download; a registry name, checkpoint
     path, URL or Hugging Face DPT directory -> that, which must fit ``model``'s architecture.
     """
     weights = os.fspath(weights) if weights is not None else None
@@ -92,7 +97,10 @@ def create_model(model: str, weights: str | os.PathLike[str] | None = None) -> n
             "'package.module:callable'"
         )
     if weights == RANDOM:
-        return build_model(model).eval()
+        # A private RNG state: seeding must not change the caller's random stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return build_model(model).eval()
     if weights in (None, ""):
         if model not in REGISTRY:
             registry_entry(model)  # raises the "no released checkpoint" error

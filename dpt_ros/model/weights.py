@@ -326,6 +326,10 @@ def read_state_dict(
     checkpoints that also hold an optimizer), and strips ``module.`` prefixes (DataParallel).
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # /dev/zero, a FIFO, a socket: reading would never end or never hold a checkpoint
+        kind = "directory" if path.is_dir() else "device, pipe or socket"
+        raise WeightsError(f"checkpoint {path} is a {kind}, not a regular checkpoint file")
     if not path.is_file():
         raise WeightsError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":

@@ -1,17 +1,23 @@
 """The ROS 2 node: camera (+ LiDAR) in; metric depth, point clouds and segmentation out.
 
-Threading: subscription callbacks only convert a message to numpy and hand it over. Images go
-into a single slot that always holds the newest unprocessed frame (a newer frame replaces it and
-counts as a drop), so latency stays bounded whatever the input rate; camera infos and LiDAR
-scans go into short stamp-indexed buffers. One worker thread takes the newest frame, matches
-camera info and LiDAR to it by stamp, runs the pipeline for the outputs somebody subscribes to
-and publishes them with the input image's header.
+Threading: image callbacks only store the raw message in a single slot that always holds the
+newest unprocessed frame (a newer frame replaces it and counts as a drop), so a flood costs one
+pointer swap per frame and latency stays bounded whatever the input rate; camera infos and LiDAR
+scans are converted into short stamp-indexed buffers. One supervised worker thread takes the
+newest frame, checks its size against the limits, decodes it, matches camera info and LiDAR to
+it by stamp, runs the pipeline for the outputs somebody subscribes to and publishes them with
+the input image's header. No exception from a message ends the node: each is counted and logged
+(throttled per reason) and the latest reasons go to /diagnostics.
 
-Outputs (relative names): depth (32FC1 metres, NaN unknown, only while a metric scale is known),
-depth_relative (32FC1 relative inverse depth), depth/camera_info, points (x, y, z, packed rgb),
-segmentation (mono8: ADE20K class index + 1, 0 = "other", the authors' convention; see
-dpt_ros.viz.ADE20K_CLASSES), segmentation/color, depth/color and /diagnostics. Inputs: image
-(or image/compressed), camera_info and, with use_lidar, lidar/points.
+Outputs (relative names, from dpt_ros.topics): depth/image (32FC1 metres, REP 117: NaN no
+estimate, +Inf beyond range, -Inf too close; only while a metric scale is known),
+depth/camera_info, depth/color, depth_relative/image (32FC1 relative inverse depth) with
+depth_relative/camera_info, points (x, y, z, packed rgb), segmentation/image (mono8: ADE20K class
+index + 1, 0 = "other", the authors' convention; see dpt_ros.viz.ADE20K_CLASSES),
+segmentation/color with segmentation/camera_info, and /diagnostics. Inputs: image (or
+image/compressed), camera_info and, with use_lidar, lidar/points. Every publisher and
+subscription accepts rclpy's ``qos_overrides.<topic>.<publisher|subscription>.<policy>``
+parameters (history, depth, reliability, durability).
 
 Run: ``python -m dpt_ros.ros.node --ros-args -p model:=dpt_hybrid -p weights:=random``
 (the same ``main`` as the ``depth_node`` console script and ``ros2 run dpt_ros depth_node``).
@@ -21,15 +27,17 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -44,9 +52,18 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSPolicyKind,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from dpt_ros.capture import LatestSlot
 from dpt_ros.config import (
     ROS_BUILTIN_PARAMETERS,
     ConfigError,
@@ -58,6 +75,7 @@ from dpt_ros.config import (
     update_settings,
 )
 from dpt_ros.geometry import CameraModel
+from dpt_ros.messages import ImageLimitError
 from dpt_ros.pipeline import Frame, Pipeline, Result
 from dpt_ros.ros.convert import (
     CameraInfoConversionError,
@@ -76,11 +94,39 @@ from dpt_ros.ros.convert import (
     xyzrgb_to_pointcloud2,
 )
 from dpt_ros.ros.tf import LidarTransformSource, TransformUnavailable
-from dpt_ros.viz import colorize_depth, colorize_inverse_depth, overlay
+from dpt_ros.topics import (
+    CAMERA_INFO,
+    DEPTH,
+    DEPTH_COLOR,
+    DEPTH_INFO,
+    DEPTH_RELATIVE,
+    DEPTH_RELATIVE_INFO,
+    DEPTH_TOPICS,
+    IMAGE,
+    IMAGE_COMPRESSED,
+    INPUT_TOPICS,
+    LABEL_TOPICS,
+    LIDAR_POINTS,
+    OUTPUT_TOPICS,
+    POINTS,
+    SEGMENTATION,
+    SEGMENTATION_COLOR,
+    SEGMENTATION_INFO,
+)
+from dpt_ros.viz import depth_picture, segmentation_picture
 
 NODE_NAME = "depth_node"
-WARN_PERIOD_S = 5.0
+WARN_PERIOD_S = 5.0  # per reason: one kind of problem never hides another
 CAMERA_INFO_BUFFER = 30
+RECENT_REASONS = 5  # latest distinct problems shown in /diagnostics
+SUPERVISE_PERIOD_S = 0.5
+# The QoS policies users may override per topic (rclpy's qos_overrides.* parameters).
+QOS_OVERRIDES = (
+    QoSPolicyKind.HISTORY,
+    QoSPolicyKind.DEPTH,
+    QoSPolicyKind.RELIABILITY,
+    QoSPolicyKind.DURABILITY,
+)
 
 _ROS_TYPES = {
     "bool": ParameterType.PARAMETER_BOOL,
@@ -100,61 +146,11 @@ _PARAMETER_TYPES = {
 _FOREIGN_PREFIXES = ("qos_overrides.",)
 _FOREIGN_NAMES = (*ROS_BUILTIN_PARAMETERS, "start_type_description_service")
 
-# Topic names (relative, so namespaces and remaps apply).
-DEPTH, DEPTH_RELATIVE, DEPTH_INFO = "depth", "depth_relative", "depth/camera_info"
-POINTS, SEGMENTATION, SEGMENTATION_COLOR, DEPTH_COLOR = (
-    "points",
-    "segmentation",
-    "segmentation/color",
-    "depth/color",
-)
-OUTPUT_TOPICS = (
-    DEPTH,
-    DEPTH_RELATIVE,
-    DEPTH_INFO,
-    POINTS,
-    SEGMENTATION,
-    SEGMENTATION_COLOR,
-    DEPTH_COLOR,
-)
-# The LiDAR input; not "points", which is the output cloud (a remap would catch both).
-LIDAR_POINTS = "lidar/points"
-INPUT_TOPICS = ("image", "image/compressed", "camera_info", LIDAR_POINTS)
-_DEPTH_TOPICS = (DEPTH, DEPTH_RELATIVE, DEPTH_INFO, DEPTH_COLOR, POINTS)
-_LABEL_TOPICS = (SEGMENTATION, SEGMENTATION_COLOR)
+__all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "DepthNode", "LatestSlot", "StampedBuffer", "main"]
+_CAMERA_INFO_TOPICS = {DEPTH_INFO, DEPTH_RELATIVE_INFO, SEGMENTATION_INFO}
 
 
 # ============================================================================ hand-over
-class LatestSlot:
-    """A one-item mailbox: ``put`` replaces what is there (and says so), ``take`` waits."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; True when it replaced an item nobody had taken (a drop)."""
-        with self._cond:
-            replaced = self._item is not None
-            self._item = item
-            self._cond.notify()
-        return replaced
-
-    def take(self, timeout: float | None = None) -> Any:
-        """The newest item, or None on timeout or after ``close``."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class StampedBuffer:
     """The last ``maxlen`` (stamp_ns, value) pairs, searchable by stamp; thread-safe."""
 
@@ -192,8 +188,7 @@ class StampedBuffer:
 
 @dataclass
 class _Incoming:
-    header: Any  # the input image's std_msgs/Header
-    rgb: np.ndarray  # may be a view over the message buffer (kept alive through the view)
+    msg: Any  # the raw Image or CompressedImage: decoded by the worker, only if taken
     received: float  # time.perf_counter() at the callback
 
 
@@ -215,10 +210,17 @@ class _Stats:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     images_in: int = 0
-    dropped: int = 0
+    dropped: int = 0  # replaced in the newest-frame slot before the worker took them
+    dropped_reader_queue: int = 0  # lost before the callback: publisher sequence-number gaps
+    last_sequence: dict[bytes, int] = field(default_factory=dict)  # publisher gid -> number
     processed: int = 0
     idle: int = 0  # frames taken but not computed: nobody subscribed to any output
     errors: int = 0
+    refused_image: int = 0  # beyond max_image_pixels / max_aspect_ratio
+    callback_errors: int = 0  # unexpected exceptions in callbacks (counted, never raised)
+    worker_restarts: int = 0
+    worker_death: str = ""  # why the worker thread ended, for the supervisor
+    unhealthy: str = ""  # set by a failed frame or a dead worker, cleared by a served frame
     malformed: dict[str, int] = field(
         default_factory=lambda: {"image": 0, "camera_info": 0, "points": 0}
     )
@@ -233,6 +235,7 @@ class _Stats:
     mark_time: float = field(default_factory=time.monotonic)
     mark_in: int = 0
     mark_out: int = 0
+    mark_lost: int = 0
 
 
 # ============================================================================ parameters
@@ -263,6 +266,20 @@ def _as_python(value: Any) -> Any:
     return value
 
 
+def _floats(param: Parameter) -> list[float]:
+    return [float(v) for v in param.value]
+
+
+_NUMBERS = re.compile(r"\d+(\.\d+)?")
+
+
+def _reason_of(error: BaseException) -> str:
+    """The kind of a problem, for per-reason throttling: its text with numbers blanked
+    ("Image step 6 is smaller than ..." and "Image step 9 ..." are one reason)."""
+    text = str(error).split("\n", 1)[0]
+    return f"{type(error).__name__}: {_NUMBERS.sub('N', text)[:120]}"
+
+
 # ============================================================================ the node
 class DepthNode(Node):
     """Declares the parameters, loads the models, wires topics and runs the worker thread.
@@ -282,7 +299,9 @@ class DepthNode(Node):
         super().__init__(node_name, **node_kwargs)
         self._stats = _Stats()
         self._warned: dict[str, float] = {}
+        self._reasons: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._warn_lock = threading.Lock()
+        self._running = False
         self._settings = self._declare_parameters()
         settings = self._settings
         log = self.get_logger()
@@ -308,17 +327,20 @@ class DepthNode(Node):
         self._camera_infos = StampedBuffer(CAMERA_INFO_BUFFER)
         self._scans = StampedBuffer(settings.input.lidar_buffer_size)
         self._create_topics(settings)
+        self._check_qos_overrides()
+        self.add_pre_set_parameters_callback(self._typed_changes)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(
             settings.diagnostics_period,
             self._publish_diagnostics,
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self._running = True
-        self._worker = threading.Thread(target=self._work, name="dpt_worker", daemon=True)
-        self._worker.start()
+        self._start_worker()
+        self._supervisor = self.create_timer(
+            SUPERVISE_PERIOD_S, self._supervise, callback_group=MutuallyExclusiveCallbackGroup()
+        )
         log.info(
             f"ready: {self._engine.depth_semantics} depth on {settings.model.device}"
             + (f", LiDAR transform from {self._transforms.describe}" if self._transforms else "")
@@ -399,108 +421,182 @@ class DepthNode(Node):
             "best_effort": ReliabilityPolicy.BEST_EFFORT,
             "reliable": ReliabilityPolicy.RELIABLE,
         }
-        input_qos = QoSProfile(
-            reliability=reliability[inp.input_reliability],
-            history=HistoryPolicy.KEEP_LAST,
-            depth=inp.input_depth,
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        output_qos = QoSProfile(
-            reliability=reliability[inp.output_reliability],
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            durability=DurabilityPolicy.VOLATILE,
-        )
+
+        def qos(reliable: str, depth: int) -> QoSProfile:
+            # A fresh profile per entity: rclpy writes the qos_overrides.* values into it.
+            return QoSProfile(
+                reliability=reliability[reliable],
+                history=HistoryPolicy.KEEP_LAST,
+                depth=depth,
+                durability=DurabilityPolicy.VOLATILE,
+            )
+
+        def subscribe(msg_type: type, topic: str, callback: Any) -> None:
+            self.create_subscription(
+                msg_type,
+                topic,
+                callback,
+                qos(inp.input_reliability, inp.input_depth),
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
+            )
+
         if inp.image_transport == "compressed":
-            self.create_subscription(
-                CompressedImage,
-                "image/compressed",
-                self._on_compressed,
-                input_qos,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
+            subscribe(CompressedImage, IMAGE_COMPRESSED, self._on_image)
         else:
-            self.create_subscription(
-                Image,
-                "image",
-                self._on_image,
-                input_qos,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
-        self.create_subscription(
-            CameraInfo,
-            "camera_info",
-            self._on_camera_info,
-            input_qos,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
+            subscribe(Image, IMAGE, self._on_image)
+        subscribe(CameraInfo, CAMERA_INFO, self._on_camera_info)
         if inp.use_lidar:
-            self.create_subscription(
-                PointCloud2,
-                LIDAR_POINTS,
-                self._on_points,
-                input_qos,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
-        types = {DEPTH_INFO: CameraInfo, POINTS: PointCloud2}
+            subscribe(PointCloud2, LIDAR_POINTS, self._on_points)
+        types = dict.fromkeys(_CAMERA_INFO_TOPICS, CameraInfo) | {POINTS: PointCloud2}
         self._pubs = {
-            topic: self.create_publisher(types.get(topic, Image), topic, output_qos)
+            topic: self.create_publisher(
+                types.get(topic, Image),
+                topic,
+                qos(inp.output_reliability, 1),
+                qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
+            )
             for topic in OUTPUT_TOPICS
         }
+        self._diagnostics_pub = self.create_publisher(
+            DiagnosticArray,
+            "/diagnostics",
+            10,
+            qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
+        )
+
+    def _check_qos_overrides(self) -> None:
+        """A qos_overrides.* value for no topic of this node is a typo: refuse it by name."""
+        overrides = getattr(self, "_parameter_overrides", {})
+        stray = sorted(
+            name
+            for name in overrides
+            if name.startswith(_FOREIGN_PREFIXES) and not self.has_parameter(name)
+        )
+        if stray:
+            declared = sorted({n.rsplit(".", 1)[0] for n in self._parameters if "qos_" in n})
+            raise ConfigError(
+                f"QoS override(s) {stray} match no publisher or subscription of this node; "
+                f"it has: {', '.join(declared)} (names are the resolved topic names)"
+            )
 
     # ------------------------------------------------------------------ callbacks
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: Any = None) -> None:
+        """Store the raw message only: decoding waits for the worker to take this frame."""
         try:
-            rgb = image_to_rgb(msg)
-        except ImageConversionError as error:
-            self._malformed("image", error)
-            return
-        self._hand_over(msg.header, rgb)
+            lost = self._sequence_gap(info)
+            dropped = self._slot.put(_Incoming(msg, time.perf_counter()))
+            with self._stats.lock:
+                self._stats.images_in += 1
+                self._stats.dropped += int(dropped)
+                self._stats.dropped_reader_queue += lost
+        except Exception as error:  # noqa: BLE001 (no message may end the node)
+            self._callback_failed("image", error)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            rgb = compressed_to_rgb(msg)
-        except ImageConversionError as error:
-            self._malformed("image", error)
-            return
-        self._hand_over(msg.header, rgb)
-
-    def _hand_over(self, header: Any, rgb: np.ndarray) -> None:
-        dropped = self._slot.put(_Incoming(header, rgb, time.perf_counter()))
+    def _sequence_gap(self, info: Any) -> int:
+        """Messages of this publisher that never reached the callback (DDS reader queue or
+        transport), from the gap in its publication sequence numbers; 0 when unknown."""
+        if not info:
+            return 0
+        number = info.get("publication_sequence_number")
+        gid = info.get("publisher_gid") or {}
+        if not number:
+            return 0
+        key = bytes(gid.get("data", b""))
         with self._stats.lock:
-            self._stats.images_in += 1
-            self._stats.dropped += int(dropped)
+            previous = self._stats.last_sequence.get(key)
+            self._stats.last_sequence[key] = number
+        if previous is None or number <= previous:
+            return 0  # first message of this publisher, or it restarted
+        return number - previous - 1
+
+    def _image_limits(self) -> dict[str, Any]:
+        inp = self._settings.input
+        return {"max_pixels": inp.max_image_pixels, "max_aspect_ratio": inp.max_aspect_ratio}
+
+    def _decode(self, msg: Any) -> np.ndarray:
+        """The worker's conversion of a taken frame, size limits first (nothing allocated
+        before them: raw images by their fields, compressed ones by their header)."""
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg, **self._image_limits())
+        return image_to_rgb(msg, **self._image_limits())
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             camera = camera_info_to_camera(msg)
+            self._camera_infos.add(stamp_to_ns(msg.header.stamp), _CameraEntry(camera, msg))
         except CameraInfoConversionError as error:
             self._malformed("camera_info", error)
-            return
-        self._camera_infos.add(stamp_to_ns(msg.header.stamp), _CameraEntry(camera, msg))
+        except Exception as error:  # noqa: BLE001 (no message may end the node)
+            self._callback_failed("camera_info", error)
 
     def _on_points(self, msg: PointCloud2) -> None:
         try:
             points = pointcloud2_to_xyz(msg)
+            self._scans.add(stamp_to_ns(msg.header.stamp), _Scan(str(msg.header.frame_id), points))
         except PointCloudConversionError as error:
             self._malformed("points", error)
-            return
-        self._scans.add(stamp_to_ns(msg.header.stamp), _Scan(str(msg.header.frame_id), points))
+        except Exception as error:  # noqa: BLE001 (no message may end the node)
+            self._callback_failed("points", error)
 
-    def _warn(self, key: str, text: str, error: bool = False) -> None:
-        """Log at most once per WARN_PERIOD_S per ``key`` (rclpy throttles per call site, which
-        would let one kind of problem hide another)."""
+    # ------------------------------------------------------------------ reporting
+    def _report(self, reason: str, text: str, severity: str = "warning") -> None:
+        """Remember ``text`` as the latest of ``reason`` (for /diagnostics) and log it at most
+        once per WARN_PERIOD_S per reason. Never raises.
+
+        rclpy fixes a call site's severity at its first use and raises when one call site
+        logs at another; each severity therefore has its own call site below.
+        """
         now = time.monotonic()
         with self._warn_lock:
-            if now - self._warned.get(key, -math.inf) < WARN_PERIOD_S:
+            count = self._reasons.pop(reason, (0, ""))[0] + 1
+            self._reasons[reason] = (count, text.split("\n", 1)[0])
+            while len(self._reasons) > 4 * RECENT_REASONS:
+                self._reasons.popitem(last=False)
+            if now - self._warned.get(reason, -math.inf) < WARN_PERIOD_S:
                 return
-            self._warned[key] = now
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+            self._warned[reason] = now
+        try:
+            logger = self.get_logger()
+            if severity == "error":
+                logger.error(text)
+            elif severity == "info":
+                logger.info(text)
+            else:
+                logger.warning(text)
+        except Exception:  # noqa: BLE001, S110 (a failing log line must not end the caller)
+            pass
 
     def _malformed(self, kind: str, error: Exception) -> None:
+        refused = isinstance(error, ImageLimitError)
         with self._stats.lock:
+            if refused:
+                self._stats.refused_image += 1
+            else:
+                self._stats.malformed[kind] += 1
+        what = "refusing an image" if refused else f"skipping a malformed {kind} message"
+        self._report(f"{kind}: {_reason_of(error)}", f"{what}: {error}")
+
+    def _callback_failed(self, kind: str, error: Exception) -> None:
+        with self._stats.lock:
+            self._stats.callback_errors += 1
             self._stats.malformed[kind] += 1
-        self._warn(f"malformed {kind}", f"skipping a malformed {kind} message: {error}")
+        text = f"skipping a {kind} message that failed: {type(error).__name__}: {error}"
+        self._report(f"{kind}: {_reason_of(error)}", text)
+
+    def _typed_changes(self, params: list[Parameter]) -> list[Parameter]:
+        """Run-time values in the declared type, as at start-up (``_typed_override``): an
+        integer (array) for a float (list) parameter would otherwise fail rclpy's type check."""
+        known = spec_by_name(NodeSettings)
+        out = []
+        for param in params:
+            kind = (known[param.name].kind if param.name in known else None, param.type_)
+            if kind == ("float_list", Parameter.Type.INTEGER_ARRAY):
+                param = Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, _floats(param))
+            elif kind == ("float", Parameter.Type.INTEGER):
+                param = Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+            out.append(param)
+        return out
 
     # ------------------------------------------------------------------ run-time parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -509,7 +605,11 @@ class DepthNode(Node):
         for param in params:
             spec = known.get(param.name)
             if spec is None:
-                continue  # use_sim_time and friends: rclpy's business
+                if param.name in _FOREIGN_NAMES or param.name.startswith(_FOREIGN_PREFIXES):
+                    continue  # use_sim_time and friends: rclpy's business
+                return SetParametersResult(
+                    successful=False, reason=f"unknown parameter {param.name!r}"
+                )
             if spec.read_only:
                 return SetParametersResult(
                     successful=False, reason=f"parameter {param.name!r} is read-only"
@@ -545,35 +645,79 @@ class DepthNode(Node):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ worker
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name="dpt_worker", daemon=True)
+        self._worker.start()
+
     def _work(self) -> None:
-        while self._running:
-            item = self._slot.take(timeout=0.5)
-            if item is None:
-                continue
-            try:
-                self._process(item)
-            except Exception as error:  # one bad frame must not end the node
-                with self._stats.lock:
-                    self._stats.errors += 1
-                    self._stats.last_error = f"{type(error).__name__}: {error}"
-                self._warn(
-                    "frame failed",
-                    f"frame failed: {type(error).__name__}: {error}\n{traceback.format_exc()}",
-                    error=True,
-                )
+        try:
+            while self._running:
+                item = self._slot.take(timeout=0.5)
+                if item is not None:
+                    self._handle(item)
+        except BaseException as error:  # noqa: BLE001 (recorded for the supervisor)
+            with self._stats.lock:
+                self._stats.worker_death = f"{type(error).__name__}: {error}"
+
+    def _handle(self, item: _Incoming) -> None:
+        """One taken frame: decode it (limits first), run and publish; every failure counted."""
+        try:
+            rgb = self._decode(item.msg)
+        except ImageConversionError as error:
+            self._malformed("image", error)
+            return
+        except Exception as error:  # noqa: BLE001 (a decoder surprise is the message's fault)
+            self._callback_failed("image", error)
+            return
+        try:
+            self._process(item, rgb)
+        except Exception as error:  # one bad frame must not end the node
+            if not self._running:
+                return  # shutting down: the frame in progress is abandoned, not an error
+            problem = f"{type(error).__name__}: {error}"
+            with self._stats.lock:
+                self._stats.errors += 1
+                self._stats.last_error = problem
+                self._stats.unhealthy = f"frames are failing: {problem}"
+            self._report(
+                f"frame failed: {_reason_of(error)}",
+                f"frame failed: {problem}\n{traceback.format_exc()}",
+                "error",
+            )
+        else:
+            with self._stats.lock:
+                self._stats.unhealthy = ""
+
+    def _supervise(self) -> None:
+        """Restart a worker thread that ended (a plug-in may raise anything, even SystemExit);
+        until a frame is served again, /diagnostics says ERROR."""
+        if not self._running or self._worker.is_alive():
+            return
+        with self._stats.lock:
+            death = self._stats.worker_death or "it ended without an exception"
+            self._stats.worker_death = ""
+            self._stats.worker_restarts += 1
+            self._stats.unhealthy = f"the worker thread died ({death}) and was restarted"
+        self._report("worker died", f"the worker thread died ({death}); restarting it", "error")
+        self._start_worker()
+
+    @property
+    def frames_processed(self) -> int:
+        with self._stats.lock:
+            return self._stats.processed
 
     def _subscribed(self, topic: str) -> bool:
         return self._pubs[topic].get_subscription_count() > 0
 
-    def _process(self, item: _Incoming) -> None:
+    def _process(self, item: _Incoming, rgb: np.ndarray) -> None:
         taken = time.perf_counter()
         settings = self._settings
-        header = copy_header(item.header)
+        header = copy_header(item.msg.header)
         stamp = stamp_to_ns(header.stamp)
         want_labels = self._engine.segmentation_model is not None and any(
-            self._subscribed(t) for t in _LABEL_TOPICS
+            self._subscribed(t) for t in LABEL_TOPICS
         )
-        want_depth = any(self._subscribed(t) for t in _DEPTH_TOPICS)
+        want_depth = any(self._subscribed(t) for t in DEPTH_TOPICS)
         if not (want_depth or want_labels):
             with self._stats.lock:
                 self._stats.idle += 1
@@ -585,7 +729,7 @@ class DepthNode(Node):
         if settings.input.use_lidar and want_depth and camera_entry is not None:
             frame_kwargs = self._match_lidar(stamp, header.frame_id, settings)
         frame = Frame(
-            rgb=item.rgb,
+            rgb=rgb,
             stamp_ns=stamp,
             frame_id=str(header.frame_id),
             camera=camera_entry.camera if camera_entry else None,
@@ -595,9 +739,9 @@ class DepthNode(Node):
             frame, want_depth=want_depth, want_labels=want_labels, want_points=want_points
         )
         for note in result.notes:
-            self._warn(note.split(":")[0], note)
+            self._report(note.split(":")[0], note)
         t_publish = time.perf_counter()
-        self._publish(item, header, result, camera_entry, settings)
+        self._publish(rgb, header, result, camera_entry, settings)
         done = time.perf_counter()
         timings = {f"{k}_ms": float(v) for k, v in result.timings.items()}
         timings["queue_ms"] = (taken - item.received) * 1e3
@@ -631,7 +775,7 @@ class DepthNode(Node):
         )
         with self._stats.lock:
             self._stats.last_camera_problem = problem
-        self._warn("camera_info", problem)
+        self._report("camera_info", problem)
         return None
 
     def _match_lidar(self, stamp: int, camera_frame: str, settings: NodeSettings) -> dict:
@@ -671,13 +815,13 @@ class DepthNode(Node):
         with self._stats.lock:
             self._stats.last_lidar_problem = problem
         if problem:
-            self._warn("lidar", f"{problem}: no LiDAR fit for this frame")
+            self._report("lidar", f"{problem}: no LiDAR fit for this frame")
         return out
 
     # ------------------------------------------------------------------ outputs
     def _publish(
         self,
-        item: _Incoming,
+        rgb: np.ndarray,
         header: Any,
         result: Result,
         camera_entry: _CameraEntry | None,
@@ -686,9 +830,14 @@ class DepthNode(Node):
         sent: list[str] = []
 
         def send(topic: str, make: Any) -> None:
-            if self._subscribed(topic):
+            # Not once stopping: the context may be going away under the worker.
+            if self._running and self._subscribed(topic):
                 self._pubs[topic].publish(make())
                 sent.append(topic)
+
+        def info(topic: str, width: int, height: int) -> None:
+            if camera_entry is not None:
+                send(topic, lambda: scale_camera_info(camera_entry.msg, width, height, header))
 
         if result.relative is not None:
             relative = np.ascontiguousarray(result.relative, dtype=np.float32)
@@ -697,8 +846,8 @@ class DepthNode(Node):
             if result.metric is not None:
                 metric = np.ascontiguousarray(result.metric, dtype=np.float32)
                 send(DEPTH, lambda: depth_to_image(metric, header))
-            if camera_entry is not None:
-                send(DEPTH_INFO, lambda: scale_camera_info(camera_entry.msg, width, height, header))
+            info(DEPTH_RELATIVE_INFO, width, height)
+            info(DEPTH_INFO, width, height)
             if result.points is not None:
                 send(
                     POINTS,
@@ -712,8 +861,9 @@ class DepthNode(Node):
             send(SEGMENTATION, lambda: mono8_to_image(labels, header))
             send(
                 SEGMENTATION_COLOR,
-                lambda: rgb_to_image(self._label_picture(item.rgb, labels, settings), header),
+                lambda: rgb_to_image(self._label_picture(rgb, labels, settings), header),
             )
+            info(SEGMENTATION_INFO, labels.shape[1], labels.shape[0])
         with self._stats.lock:
             for topic in sent:
                 self._stats.published[topic] += 1
@@ -721,19 +871,17 @@ class DepthNode(Node):
     @staticmethod
     def _depth_picture(result: Result, settings: NodeSettings) -> np.ndarray:
         viz = settings.viz
-        if result.metric is not None:
-            return colorize_depth(
-                result.metric, viz.min_depth or None, viz.max_depth or None, colormap=viz.colormap
-            )
-        return colorize_inverse_depth(result.relative, colormap=viz.colormap)
+        return depth_picture(
+            result.metric,
+            result.relative,
+            colormap=viz.colormap,
+            min_depth=viz.min_depth,
+            max_depth=viz.max_depth,
+        )
 
     @staticmethod
     def _label_picture(rgb: np.ndarray, labels: np.ndarray, settings: NodeSettings) -> np.ndarray:
-        height, width = labels.shape
-        rgb = np.ascontiguousarray(rgb)
-        if rgb.shape[:2] != (height, width):
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        return overlay(rgb, labels, settings.viz.overlay_alpha)
+        return segmentation_picture(rgb, labels, settings.viz.overlay_alpha)
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -744,23 +892,33 @@ class DepthNode(Node):
             period = max(now - s.mark_time, 1e-9)
             rate_in = (s.images_in - s.mark_in) / period
             rate_out = (s.processed - s.mark_out) / period
+            rate_lost = (s.dropped_reader_queue - s.mark_lost) / period
             s.mark_time, s.mark_in, s.mark_out = now, s.images_in, s.processed
+            s.mark_lost = s.dropped_reader_queue
             latency = {k: v / s.latency_count for k, v in s.latency_sums.items()}
             s.latency_sums, s.latency_count = {}, 0
             counters = {
                 "images_in": s.images_in,
                 "frames_processed": s.processed,
                 "frames_dropped": s.dropped,
+                "dropped.slot": s.dropped,
+                "dropped.reader_queue": s.dropped_reader_queue,
                 "frames_idle": s.idle,
                 "frame_errors": s.errors,
+                "refused.image_limits": s.refused_image,
+                "callback_errors": s.callback_errors,
+                "worker_restarts": s.worker_restarts,
                 "segmentation_runs": s.segmentation_runs,
                 **{f"malformed.{k}": v for k, v in s.malformed.items()},
                 **{f"published.{k}": v for k, v in s.published.items()},
             }
-            last, last_error = s.last, s.last_error
+            last, last_error, unhealthy = s.last, s.last_error, s.unhealthy
             problems = [p for p in (s.last_camera_problem, s.last_lidar_problem) if p]
+        with self._warn_lock:
+            recent = list(self._reasons.values())[-RECENT_REASONS:][::-1]
         values = {
             "rate_in_hz": f"{rate_in:.3f}",
+            "rate_sent_hz": f"{rate_in + rate_lost:.3f}",
             "rate_out_hz": f"{rate_out:.3f}",
             **{k: str(v) for k, v in counters.items()},
             **{f"latency.{k}": f"{v:.2f}" for k, v in sorted(latency.items())},
@@ -783,6 +941,8 @@ class DepthNode(Node):
             )
         if last_error:
             values["last_error"] = last_error
+        for i, (count, text) in enumerate(recent, 1):
+            values[f"reason.{i}"] = f"[{count}x] {text[:300]}"
         level, message = DiagnosticStatus.OK, "running"
         if problems:
             level, message = DiagnosticStatus.WARN, "; ".join(problems)
@@ -792,8 +952,8 @@ class DepthNode(Node):
             and last.fit_status in ("empty", "expired")
         ):
             level, message = DiagnosticStatus.WARN, f"no metric scale: {last.fit_reason}"
-        if last_error and rate_out == 0 and rate_in > 0:
-            level, message = DiagnosticStatus.ERROR, f"frames are failing: {last_error}"
+        if unhealthy:  # whatever the input: a failing frame or worker stays ERROR until served
+            level, message = DiagnosticStatus.ERROR, unhealthy
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_fully_qualified_name()}: depth",
@@ -806,38 +966,102 @@ class DepthNode(Node):
         self._diagnostics_pub.publish(array)
 
     # ------------------------------------------------------------------ shutdown
-    def close(self) -> None:
-        """Stop the worker (the frame in progress finishes first)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker while the context is still valid (the frame in progress finishes
+        its computation but publishes nothing more)."""
         self._running = False
         self._slot.close()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=timeout)
         self._engine.close()
 
 
+_SOURCE_LOCATION = re.compile(r",? at /\S+:\d+")
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error without rcl's C source locations (", at /x/y.c:271")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return _SOURCE_LOCATION.sub("", lines[0]) if lines else type(error).__name__
+
+
+def _params_file_problem(argv: list[str]) -> str | None:
+    """Why a ``--params-file`` of the command line cannot be read, in our words (rcl's own
+    parser reports a missing file as "Error opening YAML file")."""
+    for flag, path in zip(argv, argv[1:], strict=False):
+        if flag != "--params-file":
+            continue
+        file = Path(path)
+        if not file.exists():
+            return f"--params-file {path}: no such file"
+        if not file.is_file():
+            return f"--params-file {path}: not a regular file"
+        try:
+            with file.open("rb"):
+                pass
+        except OSError as error:
+            return f"--params-file {path}: cannot be read ({error.strerror})"
+    return None
+
+
 def main(args: list[str] | None = None) -> int:
-    """Console entry point; returns the process exit code (non-zero on start-up failure)."""
-    rclpy.init(args=sys.argv if args is None else args)
-    try:
-        node = DepthNode()
-    except Exception as error:  # start-up failures end the process with their own message
-        logger = rclpy.logging.get_logger(NODE_NAME)
-        clear = isinstance(error, (ConfigError, RuntimeError, ValueError, OSError, ImportError))
-        detail = "" if clear else "\n" + traceback.format_exc()
-        logger.fatal(f"cannot start: {error}{detail}")
-        rclpy.try_shutdown()
+    """Console entry point; returns the process exit code (non-zero on start-up failure).
+
+    SIGINT and SIGTERM stop the worker before the ROS context goes (rclpy's own handlers
+    would shut the context down under a worker that is still publishing): exit 0 with one
+    INFO line.
+    """
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    argv = list(sys.argv if args is None else args)
+    problem = _params_file_problem(argv)
+    if problem is not None:
+        logger.fatal(f"cannot start: {problem}")
         return 1
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
+    # rcl logs its own "Failed to parse global arguments" before raising: one line is ours.
+    rcl_level = rclpy.logging.get_logger_effective_level("rcl")
+    rclpy.logging.set_logger_level("rcl", rclpy.logging.LoggingSeverity.FATAL)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        # Our handlers below, not rclpy's: the context must outlive the worker.
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # noqa: BLE001 (bad --ros-args, --params-file: one line)
+        logger.fatal(f"cannot start: {_first_line(error)}")
+        return 1
     finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.logging.set_logger_level("rcl", rcl_level)
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            node = DepthNode()
+        except Exception as error:  # start-up failures end the process with their own message
+            clear = isinstance(error, (ConfigError, RuntimeError, ValueError, OSError, ImportError))
+            detail = "" if clear else "\n" + traceback.format_exc()
+            logger.fatal(f"cannot start: {_first_line(error) if clear else error}{detail}")
+            rclpy.try_shutdown()
+            return 1
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            received.append("KeyboardInterrupt")
+        finally:
+            node.close()
+            cause = received[0] if received else "shutdown"
+            logger.info(f"stopped ({cause}): {node.frames_processed} frames processed")
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import importlib.util
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from dpt_ros.geometry import as_transform, transform_from_quaternion
+from dpt_ros.tf_buffer import TfBuffer, TransformUnavailable, strip_frame
 
 __all__ = [
     "LidarTransformSource",
@@ -24,10 +24,6 @@ __all__ = [
     "tf2_available",
     "transform_to_matrix",
 ]
-
-
-class TransformUnavailable(RuntimeError):
-    """The transform cannot be had now (tf2 has no data yet, frames not connected, ...)."""
 
 
 def tf2_available() -> bool:
@@ -46,9 +42,7 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     return transform_from_quaternion(translation, rotation)
 
 
-def _strip(frame: str) -> str:
-    # tf2 ignores a leading slash; some bags carry "/velo_link".
-    return str(frame).lstrip("/")
+_strip = strip_frame  # tf2 ignores a leading slash; some bags carry "/velo_link"
 
 
 def compose_transforms(
@@ -59,37 +53,15 @@ def compose_transforms(
     either direction. For ``/tf_static``, where each edge has one value; later messages for the
     same edge replace earlier ones. Raises TransformUnavailable when the frames do not connect.
     """
-    edges: dict[str, list[tuple[str, np.ndarray]]] = {}
-    latest: dict[tuple[str, str], np.ndarray] = {}
-    for msg in transforms:
-        parent, child = _strip(msg.header.frame_id), _strip(msg.child_frame_id)
-        if not parent or not child:
-            raise ValueError(f"transform with an empty frame id: {parent!r} -> {child!r}")
-        latest[(parent, child)] = transform_to_matrix(msg)
-    for (parent, child), T_parent_child in latest.items():
-        edges.setdefault(parent, []).append((child, T_parent_child))
-        edges.setdefault(child, []).append((parent, np.linalg.inv(T_parent_child)))
+    buffer = TfBuffer()
+    buffer.add_all(transforms, static=True)
     target, source = _strip(target_frame), _strip(source_frame)
-    if target == source:
-        return np.eye(4)
-    # Breadth-first from the source; T holds T_frame_source for every reached frame.
-    reached = {source: np.eye(4)}
-    queue = deque([source])
-    while queue:
-        frame = queue.popleft()
-        for neighbour, T_frame_neighbour in edges.get(frame, []):
-            if neighbour in reached:
-                continue
-            # T_neighbour_source = T_neighbour_frame @ T_frame_source
-            reached[neighbour] = np.linalg.inv(T_frame_neighbour) @ reached[frame]
-            if neighbour == target:
-                return as_transform(reached[neighbour])
-            queue.append(neighbour)
-    known = sorted(edges)
-    raise TransformUnavailable(
-        f"no transform chain from {source!r} to {target!r} in the given transforms "
-        f"(frames: {known})"
-    )
+    if target != source and not buffer.connected(target, source):
+        raise TransformUnavailable(
+            f"no transform chain from {source!r} to {target!r} in the given transforms "
+            f"(frames: {buffer.frames})"
+        )
+    return as_transform(buffer.lookup(target, source))
 
 
 class LidarTransformSource:
@@ -103,6 +75,9 @@ class LidarTransformSource:
     def __init__(self, mode: str, matrix: np.ndarray | None = None, node: Any = None) -> None:
         if mode not in ("auto", "tf", "parameters"):
             raise ValueError(f"unknown transform source {mode!r}; use auto, tf or parameters")
+        # Without tf2, "auto" still honours transforms handed to ``add_tf_message`` (a ROS-free
+        # TfBuffer: /tf_static and /tf, chains, interpolation) and falls back to the matrix.
+        self.fallback = TfBuffer() if mode == "auto" and not tf2_available() else None
         if mode == "auto":
             mode = "tf" if tf2_available() else "parameters"
         self.mode = mode
@@ -137,11 +112,18 @@ class LidarTransformSource:
     def has_matrix(self) -> bool:
         return self._matrix is not None
 
+    def add_tf_message(self, message: Any, static: bool = False) -> None:
+        """Feed a ``tf2_msgs/TFMessage`` (from /tf or /tf_static) to the no-tf2 fallback."""
+        if self.fallback is not None:
+            self.fallback.add_message(message, static=static)
+
     def lookup(
         self, camera_frame: str, lidar_frame: str, stamp_ns: int, timeout_s: float = 0.0
     ) -> np.ndarray:
         """T_cam_lidar at ``stamp_ns``; TransformUnavailable says why when there is none."""
         if self.mode == "parameters":
+            if self.fallback is not None and self.fallback.connected(camera_frame, lidar_frame):
+                return self.fallback.lookup(camera_frame, lidar_frame, stamp_ns)
             if self._matrix is None:
                 raise TransformUnavailable(
                     "no camera<-LiDAR transform: tf2_ros is not available and neither "
