@@ -10,7 +10,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["tests", "tests.*"]),
-    package_data={PACKAGE: ["data/*.png", "data/*.json"]},
+    package_data={PACKAGE: ["data/*.png", "data/*.json", "data/sample_drive/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -41,6 +41,7 @@ setup(
         "console_scripts": [
             "depth_node = dpt_ros.ros.node:main",
             "dpt_predict = dpt_ros.predict:main",
+            "dpt_bag = dpt_ros.bag.cli:main",
             "dpt_webcam = dpt_ros.webcam:main",
         ],
     },

@@ -103,10 +103,14 @@ class AlignConfig:
         0, "random seed of RANSAC sampling; -1 draws a fresh seed every fit", bounds=(-1, 2**31 - 1)
     )
     min_depth: float = _param(
-        0.1, "LiDAR and output depths below this (metres) are ignored / NaN", bounds=(0.0, 1e6)
+        0.1,
+        "LiDAR depths below this (metres) are ignored; output depths below it are -Inf (REP 117)",
+        bounds=(0.0, 1e6),
     )
     max_depth: float = _param(
-        200.0, "LiDAR and output depths above this (metres) are ignored / NaN", bounds=(0.0, 1e6)
+        200.0,
+        "LiDAR depths above this (metres) are ignored; output depths above it are +Inf (REP 117)",
+        bounds=(0.0, 1e6),
     )
     zbuffer_window: int = _param(
         5, "odd pixel window of the LiDAR occlusion (z-buffer) test; 0 disables it", bounds=(0, 99)

@@ -4,10 +4,11 @@ Two formats are read:
 
 - the calibration file of ROS ``camera_calibration`` / ``camera_info_manager`` (``ost.yaml``):
   ``image_width``, ``image_height``, ``camera_matrix: {rows, cols, data}``,
-  ``distortion_model``, ``distortion_coefficients: {data}``;
+  ``distortion_model``, ``distortion_coefficients: {data}``, and optionally
+  ``rectification_matrix`` and ``projection_matrix``;
 - a ``sensor_msgs/CameraInfo`` as YAML, as ``ros2 topic echo --once /camera_info`` prints it
-  (``width``, ``height``, ``k``, ``d``, ``distortion_model``; ROS 1's ``K``/``D`` too; a
-  trailing ``---`` document separator is fine).
+  (``width``, ``height``, ``k``, ``d``, ``distortion_model``, optionally ``r`` and ``p``; ROS
+  1's capitals too; a trailing ``---`` document separator is fine).
 """
 
 from __future__ import annotations

@@ -352,11 +352,13 @@ class CameraSettings:
         "with image_rect (image_proc's names), else raw. Binning and ROI are applied as "
         "image_geometry does",
         choices=("auto", "raw", "rectified"),
+        read_only=True,
     )
     rectify: bool = _param(
         False,
         "rectify a raw image first (OpenCV remap with K, D, R, P; maps made once per "
         "camera_info) so every output and its camera_info lie on the rectified grid",
+        read_only=True,
     )
 
 

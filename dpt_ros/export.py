@@ -12,7 +12,9 @@ the webcam demo's snapshots), so a depth PNG means the same thing whichever tool
   model). 0 means invalid. A finite depth that does not fit is written as 0 and counted, never
   saturated: a 78 m pixel must not read back as 65.535 m.
 - PNGs carry text metadata (PNG ``tEXt`` chunks, written with Pillow because OpenCV cannot): what
-  the pixels hold, their scale, and whatever the caller adds (model, weights).
+  the pixels hold, their scale, and whatever the caller adds: ``model_metadata`` names the model
+  and whether its weights were random.
+- ``depth_file_names`` gives names that say inverse vs metric depth (and the PNG format).
 """
 
 from __future__ import annotations
@@ -29,6 +31,41 @@ PNG_FORMATS = {"mm": 1000.0, "kitti": 256.0}
 """Depth PNG formats: name -> stored value per metre."""
 
 PNG_SCALE_TEXT = {"mm": "millimetres (value / 1000 = metres)", "kitti": "metres x 256 (KITTI)"}
+
+
+def depth_file_names(stem: str, metric: bool, png_format: str = "mm") -> dict[str, str]:
+    """File names that say what they hold, for every tool that writes depth files.
+
+    Metric depth: ``<stem>_depth_m.npy`` (float32 metres), ``<stem>_depth_mm.png`` or
+    ``<stem>_depth_kitti.png`` (the PNG format), ``<stem>_depth_color.png``. Relative inverse
+    depth: ``<stem>_inverse_depth.npy``, ``<stem>_inverse_depth.png``,
+    ``<stem>_inverse_depth_color.png``. Keys: "npy", "png", "color".
+    """
+    if png_format not in PNG_FORMATS:
+        raise ExportError(f"png_format must be one of {sorted(PNG_FORMATS)}, got {png_format!r}")
+    if metric:
+        return {
+            "npy": f"{stem}_depth_m.npy",
+            "png": f"{stem}_depth_{png_format}.png",
+            "color": f"{stem}_depth_color.png",
+        }
+    return {
+        "npy": f"{stem}_inverse_depth.npy",
+        "png": f"{stem}_inverse_depth.png",
+        "color": f"{stem}_inverse_depth_color.png",
+    }
+
+
+def model_metadata(model: str, weights: str | None) -> dict[str, str]:
+    """PNG text naming the network behind a file: ``dpt_ros.model``, ``dpt_ros.weights`` and
+    ``dpt_ros.random_weights`` ("yes (untrained, seeded)" / "no"), for every tool's exports.
+    ``weights`` as the tools take it: None/'' = the released checkpoint, 'random', a path..."""
+    random_weights = weights == "random"
+    return {
+        "dpt_ros.model": model,
+        "dpt_ros.weights": weights or "released checkpoint",
+        "dpt_ros.random_weights": "yes (untrained, seeded)" if random_weights else "no",
+    }
 
 
 class ExportError(RuntimeError):
@@ -233,7 +270,9 @@ __all__ = [
     "PNG_FORMATS",
     "ExportError",
     "atomic_output",
+    "depth_file_names",
     "depth_to_png16",
+    "model_metadata",
     "open3d_or_error",
     "read_png_metadata",
     "write_color_png",

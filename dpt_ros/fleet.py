@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -59,6 +60,7 @@ RAY_MISSING = (
 LOCAL = "local"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CHUNKS_SUFFIX = ".chunks"  # <output>.chunks/part-NNNN: chunk outputs until they are merged
+_ADDRESS = re.compile(r"local|auto|ray://\S+|(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}")
 
 
 class FleetError(RuntimeError):
@@ -96,9 +98,11 @@ class FleetOptions:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.address, str) or not self.address.strip():
+        if not isinstance(self.address, str) or not _ADDRESS.fullmatch(self.address):
+            # Often an input that `--ray [ADDRESS]` took for its address.
             raise FleetError(
-                "--ray: the address must be 'local', 'auto', ray://HOST:PORT or HOST:PORT"
+                f"--ray {self.address!r} is not a Ray address ('local', 'auto', ray://HOST:PORT "
+                "or HOST:PORT); put --ray after the inputs, or write --ray local"
             )
         for name, low in (("cpus_per_task", 0.0), ("gpus_per_task", 0.0), ("chunk_seconds", 0.0)):
             value = getattr(self, name)
@@ -180,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help="seconds before each chunk run (outputs discarded) to bring the temporal scale "
-        "filter to a sequential run's state (default: the bag tool's)",
+        "filter to a sequential run's state (default: the bag tool's, 5 s)",
     )
     group.add_argument(
         "--retries",
@@ -202,6 +206,7 @@ class BagOutcome:
     report: Any | None = None  # dpt_ros.bag.JobReport
     error: str = ""
     chunks: int = 1
+    input_problem: bool = False  # the error is the bag tool's (BagError), not Ray's or a crash
 
     @property
     def ok(self) -> bool:
@@ -278,10 +283,11 @@ class FleetReport:
 
 @dataclass(frozen=True)
 class _Failed:
-    """A task's deterministic failure (input/output problem): returned, not raised, so that
-    Ray does not retry it."""
+    """A task's failure. An input/output problem (BagError) is returned, not raised, so that
+    Ray does not retry it; ``input_problem`` tells the two kinds apart for the exit code."""
 
     reason: str
+    input_problem: bool = False
 
 
 # ============================================================================ Ray tasks
@@ -299,7 +305,7 @@ def _task_run(job: Any) -> Any:
     try:
         return job.run()
     except BagError as exc:
-        return _Failed(str(exc))
+        return _Failed(str(exc), input_problem=True)
 
 
 def _task_plan_chunks(job: Any, chunk_s: float) -> Any:
@@ -309,7 +315,7 @@ def _task_plan_chunks(job: Any, chunk_s: float) -> Any:
         job.plan()  # topics, transform, output: fail before any chunk is spent
         ranges = split_time_range(job.input, chunk_s)
     except BagError as exc:
-        return _Failed(str(exc))
+        return _Failed(str(exc), input_problem=True)
     _chunks_dir(job).mkdir(exist_ok=True)
     return ranges
 
@@ -325,7 +331,7 @@ def _task_merge(job: Any, parts: list[str], reports: list[Any]) -> Any:
             overwrite=job.overwrite,
         )
     except BagError as exc:
-        return _Failed(str(exc))
+        return _Failed(str(exc), input_problem=True)
     shutil.rmtree(_chunks_dir(job), ignore_errors=True)
     report = JobReport.merge(reports, input=str(job.input), output=str(job.output))
     # The parts' exports now live in the output (merge_bags moved them there).
@@ -373,7 +379,7 @@ def _replace(job: Any, **changes: Any) -> Any:
     for name, value in changes.items():
         if not hasattr(job, name):
             raise AttributeError(f"BagJob has no attribute {name!r}")
-        setattr(copy, name, Path(value) if name == "output" else value)
+        setattr(copy, name, Path(value) if name in ("input", "output") else value)
     return copy
 
 
@@ -419,17 +425,20 @@ def _connect(ray: Any, options: FleetOptions) -> None:
 def run_on_ray(
     jobs: Sequence[Any],
     options: FleetOptions | None = None,
-    on_event: Callable[[str], None] | None = None,
+    on_event: Callable[[str, bool], None] | None = None,
 ) -> FleetReport:
     """Process ``jobs`` (:class:`dpt_ros.bag.BagJob`, one per input bag) as Ray tasks.
 
     Returns when every bag is done or failed, or on Ctrl-C (``interrupted``; outstanding tasks
-    are cancelled, nothing complete-looking is left). ``on_event`` gets one line per finished
-    task. Raises FleetError when Ray is missing or the cluster cannot be reached, or when a
-    setting cannot work (a GPU per task with a CPU engine spread over devices).
+    are cancelled, nothing complete-looking is left). ``on_event(line, bag_finished)`` gets one
+    line per finished bag (``bag_finished`` True) and per finished chunk (False). Raises
+    FleetError when Ray is missing, a local instance cannot start or the cluster cannot be
+    reached. Outputs are the jobs' own (atomic); chunk outputs wait in ``<output>.chunks/``.
     """
     options = FleetOptions() if options is None else options
-    jobs = list(jobs)
+    # Tasks run in other working directories (on other machines): absolute paths only.
+    jobs = [_replace(j, input=Path(j.input).absolute(), output=Path(j.output).absolute())
+            for j in jobs]  # fmt: skip
     ray = import_ray()
     if options.gpus_per_task > 0:
         jobs = [_on_gpu(job) for job in jobs]
@@ -437,7 +446,7 @@ def run_on_ray(
     _connect(ray, options)
     try:
         cluster = {k: float(v) for k, v in ray.cluster_resources().items() if "node:" not in k}
-        return _drive(ray, jobs, options, on_event or (lambda line: None), start, cluster)
+        return _drive(ray, jobs, options, on_event or (lambda line, bag: None), start, cluster)
     finally:
         # Disconnects from a cluster; stops a local instance with all its processes.
         ray.shutdown()
@@ -447,7 +456,7 @@ def _drive(
     ray: Any,
     jobs: list[Any],
     options: FleetOptions,
-    on_event: Callable[[str], None],
+    on_event: Callable[[str, bool], None],
     start: float,
     cluster: dict[str, float],
 ) -> FleetReport:
@@ -473,12 +482,13 @@ def _drive(
 
     finished = 0
 
-    def fail(i: int, reason: str) -> None:
+    def fail(i: int, failure: _Failed) -> None:
         nonlocal finished
         if not outcomes[i].error:
-            outcomes[i].error = reason
+            outcomes[i].error = failure.reason
+            outcomes[i].input_problem = failure.input_problem
             finished += 1
-            on_event(f"[{finished}/{len(jobs)}] FAILED {outcomes[i].input}: {reason}")
+            on_event(f"[{finished}/{len(jobs)}] FAILED {outcomes[i].message}", True)
             # Cancel the bag's other chunks: the bag has failed already.
             for ref, (_, j, _) in list(pending.items()):
                 if j == i:
@@ -490,10 +500,16 @@ def _drive(
         nonlocal finished
         outcomes[i].report = report
         finished += 1
+        chunks = outcomes[i].chunks
+        took = (
+            f"{chunks} chunks, {report.wall_s:.1f} s of task time"
+            if chunks > 1
+            else f"in {report.wall_s:.1f} s"
+        )
         on_event(
             f"[{finished}/{len(jobs)}] done {outcomes[i].input} -> {outcomes[i].output}: "
-            f"{report.frames_out} frame(s) in {report.wall_s:.1f} s"
-            + (f" ({outcomes[i].chunks} chunks)" if outcomes[i].chunks > 1 else "")
+            f"{report.frames_out} frame(s) {took}",
+            True,
         )
 
     interrupted = False
@@ -509,8 +525,11 @@ def _drive(
                 except ray.exceptions.RayError as exc:
                     value = _Failed(_reason(exc, options.retries))
                 if isinstance(value, _Failed):
-                    what = f" (chunk {c + 1} of {outcomes[i].chunks})" if kind == "chunk" else ""
-                    fail(i, value.reason + what)
+                    if kind == "chunk":
+                        value = dataclasses.replace(
+                            value, reason=f"{value.reason} (chunk {c + 1} of {outcomes[i].chunks})"
+                        )
+                    fail(i, value)
                 elif kind == "plan":
                     outcomes[i].chunks = len(value)
                     chunks_left[i] = len(value)
@@ -521,6 +540,11 @@ def _drive(
                 elif kind == "chunk":
                     chunk_reports[i][c] = value
                     chunks_left[i] -= 1
+                    on_event(
+                        f"  {outcomes[i].input}: chunk {c + 1} of {outcomes[i].chunks} done, "
+                        f"{value.frames_out} frame(s) in {value.wall_s:.1f} s",
+                        False,
+                    )
                     if chunks_left[i] == 0:
                         parts = [str(_chunk_job(jobs[i], k, 0, 0, None).output)
                                  for k in range(outcomes[i].chunks)]  # fmt: skip
@@ -542,7 +566,9 @@ def _drive(
 def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
     """The bag tool with ``--ray``: run ``jobs`` on Ray, print progress and one summary.
 
-    Exit codes: 0 all bags done, 1 some failed, 2 a usage or cluster problem, 130 Ctrl-C.
+    Exit codes (as the local tool's): 0 every bag done; 2 a usage, cluster, input or output
+    problem (a corrupt bag, an existing output); 1 a bag failed otherwise (a crash after the
+    retries); 130 Ctrl-C.
     """
     try:
         options = FleetOptions.from_args(args)
@@ -553,9 +579,9 @@ def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
         return EXIT_USAGE
     bar = _progress_bar(len(jobs), options.quiet)
 
-    def on_event(line: str) -> None:
+    def on_event(line: str, bag_finished: bool) -> None:
         if bar is not None:
-            bar.update(1)
+            bar.update(int(bag_finished))
             bar.write(line, file=sys.stderr)
         elif not options.quiet:
             print(line, file=sys.stderr, flush=True)
@@ -565,6 +591,9 @@ def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
     except FleetError as exc:
         print(f"dpt_bag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # while Ray was starting or stopping; run_on_ray shut it down
+        print("dpt_bag: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
@@ -577,6 +606,8 @@ def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
         _write_json(Path(report_path), report.to_dict(str(getattr(args, "out", ""))))
     if report.interrupted:
         return EXIT_INTERRUPTED
+    if any(o.input_problem for o in report.failed):
+        return EXIT_USAGE  # as the local tool: 2 for input and output problems
     return EXIT_FAILED if report.failed else EXIT_OK
 
 

@@ -666,6 +666,8 @@ def _rotation_or_none(R: np.ndarray | None) -> np.ndarray | None:
     R = R.reshape(3, 3)
     if not np.allclose(R @ R.T, np.eye(3), atol=1e-5) or np.linalg.det(R) < 0:
         raise ValueError(f"camera R is not a rotation matrix: {R.tolist()}")
+    if np.array_equal(R, np.eye(3)):
+        return None  # the same camera as one with no R given
     R.setflags(write=False)
     return R
 

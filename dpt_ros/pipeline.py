@@ -388,6 +388,9 @@ class Pipeline:
                 raise RuntimeError("engine returned no depth although depth was requested")
             result.relative = depth
             result.depth_semantics = prediction.depth_semantics
+            flat = flat_output_problem(depth, "the depth prediction")
+            if flat:
+                result.notes.append(flat)
             camera = self._output_camera(input_camera, depth.shape[1], depth.shape[0])
             result.camera = camera
             if camera_problem:
@@ -634,3 +637,18 @@ def rep117_depth(
         depth[depth < min_depth] = -np.inf
     depth[~np.isfinite(p)] = np.nan  # affine_to_depth maps an infinite inverse depth to 0 m
     return depth
+
+
+def flat_output_problem(values: np.ndarray, what: str) -> str | None:
+    """Why ``values`` carry no picture -- every finite value the same, or none finite, as an
+    untrained (random) or broken network can give -- or None. ``what`` names them."""
+    lo, hi = float(np.min(values)), float(np.max(values))  # NaN if any NaN
+    if lo != hi and np.isfinite(lo) and np.isfinite(hi):
+        return None
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return f"{what} has no finite value: the output is empty"
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo == hi:
+        return f"{what} is flat (every pixel {lo:g}): the output shows nothing"
+    return None

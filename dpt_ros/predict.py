@@ -35,12 +35,15 @@ import numpy as np
 from dpt_ros.export import (
     PNG_FORMATS,
     ExportError,
+    depth_file_names,
+    model_metadata,
     write_color_png,
     write_depth_png,
     write_inverse_depth_png,
     write_labels_png,
     write_npy,
 )
+from dpt_ros.pipeline import flat_output_problem
 from dpt_ros.precision import PRECISION_CHOICES
 
 LOG = logging.getLogger("dpt_ros.predict")
@@ -84,17 +87,6 @@ def net_size_arg(text: str) -> int | str:
             f"must be a positive multiple of {INPUT_MULTIPLE} (as the node requires), got {value}"
         )
     return value
-
-
-def flat_output_warning(values: np.ndarray, what: str) -> str | None:
-    """A warning text when ``values`` carry no picture (every finite pixel the same, or none
-    finite), as a degenerate (e.g. random) network can give; else None."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return f"{what} has no finite value: the output is empty"
-    if float(finite.max()) == float(finite.min()):
-        return f"{what} is flat (every pixel {float(finite.min()):g}): the output shows nothing"
-    return None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,17 +138,7 @@ def _outputs(stem: str, segmentation: bool, metric: bool, png_format: str) -> di
     """Output kind -> file name for one input."""
     if segmentation:
         return {"labels": f"{stem}_labels.png", "overlay": f"{stem}_segmentation.png"}
-    if metric:
-        return {
-            "npy": f"{stem}_depth_m.npy",
-            "png": f"{stem}_depth_{png_format}.png",
-            "color": f"{stem}_depth_color.png",
-        }
-    return {
-        "npy": f"{stem}_inverse_depth.npy",
-        "png": f"{stem}_inverse_depth.png",
-        "color": f"{stem}_inverse_depth_color.png",
-    }
+    return depth_file_names(stem, metric, png_format)
 
 
 class _Job:
@@ -178,13 +160,10 @@ class _Job:
         )
         self.engine = Engine(config)
         self.metric = self.engine.depth_semantics == "metric_depth"
-        random_weights = args.weights == "random"
-        if random_weights:
+        if args.weights == "random":
             LOG.warning("random weights: the outputs show the pipeline, not a real estimate")
         self.metadata = {
-            "dpt_ros.model": args.model,
-            "dpt_ros.weights": args.weights or "released checkpoint",
-            "dpt_ros.random_weights": "yes (untrained, seeded)" if random_weights else "no",
+            **model_metadata(args.model, args.weights),
             "dpt_ros.net_size": str(args.net_size),
         }
 
@@ -211,7 +190,7 @@ class _Job:
             write_labels_png(out_dir / names["labels"], pred.labels, meta)
             preview = {**meta, "dpt_ros.content": "ADE20K colours over the image (a picture)"}
             write_color_png(out_dir / names["overlay"], overlay(rgb, pred.labels), preview)
-            warning = flat_output_warning(pred.labels.astype(np.float32), "the label map")
+            warning = None  # one class everywhere can be a real answer (a wall, the sky)
         else:
             depth = pred.depth.astype(np.float32)
             write_npy(out_dir / names["npy"], depth)
@@ -233,7 +212,7 @@ class _Job:
             else:
                 write_inverse_depth_png(out_dir / names["png"], depth, meta)
                 write_color_png(out_dir / names["color"], colorize_inverse_depth(depth), preview)
-            warning = flat_output_warning(depth, f"the {what}")
+            warning = flat_output_problem(depth, f"the {what}")
         if warning:
             LOG.warning("%s: %s", path.name, warning)
             notes.append(warning)

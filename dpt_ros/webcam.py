@@ -123,7 +123,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--segmentation-model", help="e.g. dpt_hybrid_ade20k")
     group.add_argument("--segmentation-weights")
     group.add_argument("--device", help="cpu, cuda or cuda:N")
-    group.add_argument("--precision", help="fp32, fp16 or bf16 (CUDA)")
+    group.add_argument("--precision", help="auto (default), fp32, bf16, or fp16 (CUDA)")
     group.add_argument("--net-size", help="network input size, a multiple of 32 (384)")
     group.add_argument("--threads", help="CPU threads for torch (0 = default)")
     group = parser.add_argument_group("capture and camera")
@@ -263,6 +263,14 @@ def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: floa
         thickness,
         cv2.LINE_AA,
     )
+
+
+def _paused(view: np.ndarray) -> np.ndarray:
+    """The last view with PAUSED across its middle."""
+    view = view.copy()
+    scale = max(0.8, view.shape[0] / 200)
+    _put_text(view, "PAUSED (space)", (16, view.shape[0] // 2), scale)
+    return view
 
 
 def compose_view(
@@ -638,8 +646,6 @@ class Demo:
         text = f"{fps:.1f} fps  latency {latency_ms:.0f} ms"
         if capture.dropped:
             text += f"  dropped {capture.dropped}"
-        if self.paused:
-            text += "  PAUSED"
         return text
 
     def _snapshot(self, frame: CapturedFrame, result: Any, view: np.ndarray) -> None:
@@ -705,10 +711,11 @@ class Demo:
             last: tuple[CapturedFrame, Any, np.ndarray] | None = None
             try:
                 while not (args.max_frames and self.stats.processed >= args.max_frames):
-                    if window is not None and window.closed:
+                    # (checked once something was shown: some backends map the window late)
+                    if window is not None and last is not None and window.closed:
                         break
                     if self.paused and last is not None:
-                        key = window.show(last[2], wait_ms=30)
+                        key = window.show(_paused(last[2]), wait_ms=30)
                         if not self._handle_key(key, *last):
                             break
                         continue
@@ -722,6 +729,9 @@ class Demo:
                         if idle and not self._handle_key(window.show(last[2]), *last):
                             break
                         continue
+                    # Latency runs from the read for live sources; a file frame processed frame by
+                    # frame waits in the read-ahead by design, so its clock starts at hand-over.
+                    since = captured.grabbed if capture.drop else time.perf_counter()
                     if self.stats.started is None:
                         self.stats.started = time.perf_counter()
                     height, width = captured.rgb.shape[:2]
@@ -741,7 +751,7 @@ class Demo:
                             self._cloud_window = None
                         timings["cloud_window"] = (time.perf_counter() - t0) * 1e3
                     t0 = time.perf_counter()
-                    latency_ms = (t0 - captured.grabbed) * 1e3
+                    latency_ms = (t0 - since) * 1e3
                     view = compose_view(
                         captured.rgb, self._panels(captured, result), self._status(latency_ms)
                     )
@@ -757,7 +767,7 @@ class Demo:
                         timings["display"] = (time.perf_counter() - t0) * 1e3
                     done = time.perf_counter()
                     self.stats.finished = done
-                    self.stats.add((done - captured.grabbed) * 1e3, timings)
+                    self.stats.add((done - since) * 1e3, timings)
                     progress.update(1)
                     last = (captured, result, view)
                     every = args.snapshot_every

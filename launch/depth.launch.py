@@ -163,12 +163,13 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
             "device", default_value="", description="cpu, cuda or cuda:N ('' = config file)"
         ),
         DeclareLaunchArgument(
-            "precision", default_value="", description="fp32, fp16 or bf16 ('' = config file)"
+            "precision", default_value="", description="auto, fp32, fp16 or bf16 ('' = config file)"
         ),
         DeclareLaunchArgument(
             "net_size",
             default_value="",
-            description="network input size, a multiple of 32 ('' = config file)",
+            description="network input size: auto (the model's own) or a multiple of 32 "
+            "('' = config file)",
         ),
         DeclareLaunchArgument(
             "image_transport",

@@ -69,28 +69,27 @@ _DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "dpt_ros_test_domains"
 
 
 # ---------------------------------------------------------------------------- ROS environment
-def _hold_free_domain(preferred: str | None) -> tuple[int, object]:
+def _hold_free_domain(avoid: str | None) -> tuple[int, object]:
     """Lock a ROS domain id no other test run holds; returns (id, open lock file).
 
     The lock (flock on ``<tmp>/dpt_ros_test_domains/<id>.lock``) lives as long as the file
     stays open, i.e. this pytest process; node subprocesses inherit the id, not the lock.
-    A preferred id (ROS_DOMAIN_ID already set, e.g. by tools/ros_env.sh) is taken when free.
+    ``avoid`` (the ROS_DOMAIN_ID of the shell, e.g. the user's own from tools/ros_env.sh,
+    where their live nodes are) is never taken.
     """
     _DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         _DOMAIN_LOCK_DIR.chmod(0o1777)  # shared by every user's runs, like /tmp itself
-    candidates = list(DOMAIN_IDS)
-    start = os.getpid() % len(candidates)
-    candidates = candidates[start:] + candidates[:start]
-    if preferred and preferred.isdigit() and int(preferred) in DOMAIN_IDS:
-        candidates.remove(int(preferred))
-        candidates.insert(0, int(preferred))
-    for domain in candidates:
+    candidates = [d for d in DOMAIN_IDS if str(d) != (avoid or "").strip()]
+    start = os.getpid() % len(candidates)  # parallel runs start their search apart
+    for domain in candidates[start:] + candidates[:start]:
         path = _DOMAIN_LOCK_DIR / f"{domain}.lock"
         try:
             handle = open(path, "a")  # noqa: SIM115 (held open for the whole session)
         except OSError:
             continue  # another user's lock file we may not open: that domain is in use
+        with contextlib.suppress(OSError):
+            path.chmod(0o666)  # other users' runs must be able to open it to test the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -19,9 +19,11 @@ import contextlib
 import functools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +140,9 @@ class RayHead:
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
         self.env = ray_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), **env)
+        # Ray's session files (sockets, logs) in a folder of our own, not the shared /tmp/ray;
+        # short, since unix socket paths are limited to 107 bytes.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="dpt_ray_"))
         self.address = f"127.0.0.1:{port}"
         self._anchor: subprocess.Popen | None = None
         self.netns = ""
@@ -159,7 +164,8 @@ class RayHead:
         subprocess.run(
             self.command(
                 [ray, "start", "--head", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-                 f"--port={self.port}", "--include-dashboard=false", "--disable-usage-stats"]
+                 f"--port={self.port}", "--include-dashboard=false", "--disable-usage-stats",
+                 f"--temp-dir={self.temp_dir}", "--object-store-memory=200000000"]
             ),
             env=self.env,
             check=True,
@@ -178,19 +184,23 @@ class RayHead:
         return "127.0.0.1" in done.stdout
 
     def stop(self) -> list[tuple[int, str]]:
-        """Stop Ray and the namespace; returns the processes that were still alive in it after
-        ``ray stop`` (there should be none)."""
+        """Stop Ray and the namespace: SIGTERM to every process in the namespace (all ours, by
+        pid; ``ray stop`` would match other Ray instances on this machine by name), SIGKILL to
+        those still alive after 5 s. Returns the ones that needed SIGKILL."""
         if self._anchor is None:
             return []
-        ray = str(Path(PYTHON).with_name("ray"))
-        subprocess.run(self.command([ray, "stop"]), env=self.env, capture_output=True, timeout=120)
-        left = wait_until_empty(self.netns, exclude=[self._anchor.pid])
-        for pid, _ in left:  # only our own namespace's processes, by pid
+        for pid, _ in processes_in(self.netns, exclude=[self._anchor.pid]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        left = wait_until_empty(self.netns, exclude=[self._anchor.pid], timeout=5.0)
+        for pid, _ in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        wait_until_empty(self.netns, exclude=[self._anchor.pid], timeout=5.0)
         self._anchor.kill()
         self._anchor.wait()
         self._anchor = None
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
         return left
 
     def __enter__(self) -> RayHead:

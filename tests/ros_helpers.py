@@ -40,11 +40,29 @@ def encode_inverse_depth(depth: np.ndarray, near: float = NEAR_M) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+# A test holds the stand-in's forward, and with it the node's worker, with files: while
+# $DPT_TEST_GATE/closed exists, forward() creates $DPT_TEST_GATE/entered and waits. Ordering by
+# an event the test controls, instead of hoping that one stage outlasts another.
+GATE_ENV = "DPT_TEST_GATE"
+
+
+def wait_at_gate() -> None:
+    gate = os.environ.get(GATE_ENV)
+    if not gate:
+        return
+    closed = Path(gate) / "closed"
+    if closed.exists():
+        (Path(gate) / "entered").touch()
+        while closed.exists():
+            time.sleep(0.005)
+
+
 def gray_inverse_depth() -> Any:
     """Plug-in: a torch module returning the input's grey level in [0, 1] (N, H, W).
 
     The engine normalises pixels as (v / 255 - 0.5) / 0.5, so (x + 1) / 2 is v / 255: an
     affine map of the encoded inverse depth, which is what a relative-depth network gives.
+    Waits at the test's gate (`wait_at_gate`) when one is set up.
     """
     import torch
 
@@ -52,6 +70,7 @@ def gray_inverse_depth() -> Any:
         output_semantics = "relative_inverse_depth"
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            wait_at_gate()
             return (x.mean(dim=1) + 1.0) * 0.5
 
     return GrayInverseDepth()

@@ -112,18 +112,23 @@ def test_a_real_camera_info_message_is_read_with_binning_and_roi() -> None:
 
 def test_pipeline_accepts_a_binned_image_and_builds_its_cloud() -> None:
     cam = camera_info_to_camera(info(d=[], binning=(2, 2)))
-    depth = np.full((480, 640), 0.5, np.float32)  # inverse depth 0.5: 2 m with scale 1
-    engine = StandIn(depth, "metric_depth", value=2.0)
+    metres = np.linspace(2.0, 3.0, 480 * 640, dtype=np.float32).reshape(480, 640)
     frame = Frame(rgb=np.zeros((480, 640, 3), np.uint8), stamp_ns=1, camera=cam)
-    result = Pipeline(engine).process(frame, want_points=True)
-    assert result.camera is not None and not result.notes
-    # the pixel at the principal point looks straight ahead
-    row, col = 240, 320
-    point = result.points.reshape(480, 640, 3)[row, col] if result.points.ndim == 3 else None
-    assert point is None or np.allclose(point, [0.0, 0.0, 2.0])
-    assert result.points.shape == (480 * 640, 3)
-    x = result.points[:, 0].reshape(480, 640)
-    np.testing.assert_allclose(x[0, 0], (0 - 320.25) / 500.0 * 2.0, rtol=1e-5)
+    config = PipelineConfig(cloud_organized=True)
+    result = Pipeline(StandIn(metres, "metric_depth"), config).process(frame, want_points=True)
+    assert result.camera is cam and not result.notes
+    assert result.points.shape == (480, 640, 3)
+    # pixel (row 0, col 0): x = (0 - cx) / fx * z, y = (0 - cy) / fy * z, binned cx, cy, fx, fy
+    z = float(metres[0, 0])
+    np.testing.assert_allclose(
+        result.points[0, 0], [-320.25 / 500.0 * z, -239.75 / 505.0 * z, z], rtol=1e-5
+    )
+
+
+def test_a_flat_depth_prediction_is_noted() -> None:
+    frame = Frame(rgb=np.zeros((8, 8, 3), np.uint8), stamp_ns=1)
+    result = Pipeline(StandIn(np.zeros((8, 8), np.float32))).process(frame)
+    assert any("is flat (every pixel 0)" in note for note in result.notes)
 
 
 # ------------------------------------------------------------------------ raw vs rectified
@@ -317,3 +322,30 @@ def test_pipeline_metric_output_carries_the_rep_117_values() -> None:
         result.metric[0], np.array([2.0, np.inf, -np.inf, np.nan], np.float32)
     )
     assert len(result.points) == 4  # only the finite column becomes points
+
+
+@pytest.mark.parametrize("image_type", ["raw", "rectified"])
+def test_published_camera_info_describes_the_output_grid(image_type: str) -> None:
+    """What a front end publishes next to an output (``camera_to_camera_info(result.camera)``)
+    reads back as exactly the camera of that output: binning, ROI and rectification already in
+    it, scaled to the output size."""
+    convert = pytest.importorskip("dpt_ros.ros.convert")
+    cam = camera_info_to_camera(info(roi=(320, 240, 480, 640), binning=(2, 2)))
+    engine = StandIn(np.ones((120, 160), np.float32), "metric_depth")  # output: half size
+    frame = Frame(np.zeros((240, 320, 3), np.uint8), 1, camera=cam)
+    result = Pipeline(engine, PipelineConfig(image_type=image_type)).process(frame)
+    msg = convert.camera_to_camera_info(result.camera, convert.make_header(1, "cam"))
+    again = camera_info_to_camera(msg)
+    assert (msg.width, msg.height, msg.binning_x, msg.roi.width) == (160, 120, 0, 0)
+    out = result.camera
+    assert again.size == out.size == (160, 120) and again.distortion_model in ("none", "plumb_bob")
+    for name in ("K", "D", "P"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(out, name))
+    # hand-computed: ROI then binning, then the half-size scaling u' = (u + 0.5) / 2 - 0.5
+    fx, fy, cx, cy = (990.0, 995.0, 630.0, 470.0) if image_type == "rectified" else K4
+    expected = (fx / 4, fy / 4, ((cx - 320) / 2 + 0.5) / 2 - 0.5, ((cy - 240) / 2 + 0.5) / 2 - 0.5)
+    np.testing.assert_allclose(intrinsics(again.K), expected)
+    assert again.is_distorted == (image_type == "raw")
+
+
+K4 = (1000.0, 1010.0, 640.5, 479.5)

@@ -102,3 +102,23 @@ def test_requirement_names_follow_includes_and_markers(tmp_path: Path) -> None:
         "-r base.txt\n# comment\npytest>=8\nfoo[extra]>=1 ; python_version < '3'\nbar-baz\n"
     )
     assert _requirement_names(tmp_path / "dev.txt") == ["torch", "numpy", "pytest", "bar-baz"]
+
+
+def test_each_run_holds_a_ros_domain_of_its_own() -> None:
+    from conftest import _hold_free_domain
+
+    mine = int(os.environ["ROS_DOMAIN_ID"])  # held by this run (conftest)
+    other, lock = _hold_free_domain(avoid="7")
+    try:
+        assert other not in (mine, 7)
+        third, lock3 = _hold_free_domain(avoid=None)
+        lock3.close()
+        assert third not in (mine, other)  # both are held: a third run gets a third domain
+    finally:
+        lock.close()
+
+
+def test_ros_logs_go_to_a_temporary_directory() -> None:
+    log_dir = Path(os.environ["ROS_LOG_DIR"])
+    assert log_dir.is_dir() and log_dir.name.startswith("dpt_ros_test_ros_log_")
+    assert Path.home() / ".ros" not in log_dir.parents

@@ -68,6 +68,32 @@ class OverflowsInFp16(SmallDepth):
         return ((feat.abs() + 1.0) * 1e5)[:, 0] / 1e5
 
 
+def spin_cycles(milliseconds: float) -> int:
+    """GPU clock cycles that ``torch.cuda._sleep`` spins for about ``milliseconds`` here."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    cycles = 10_000_000
+    torch.cuda._sleep(cycles)  # first call: lazy start-up out of the measurement
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    return int(cycles * milliseconds / max(start.elapsed_time(end), 1e-3))
+
+
+class SpinningDepth(SmallDepth):
+    """SmallDepth whose forward first keeps the GPU busy for a set time: a stage that lasts
+    ~100 ms by construction, not by being heavy on today's GPU, so orderings that depend on
+    it (the next upload starts before this forward ends) hold on any device."""
+
+    def __init__(self, milliseconds: float = 100.0) -> None:
+        super().__init__()
+        self.cycles = spin_cycles(milliseconds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.cuda._sleep(self.cycles)
+        return super().forward(x)
+
+
 def frame(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -201,9 +227,8 @@ def test_no_device_memory_growth_over_many_frames() -> None:
 
 
 def test_upload_of_next_frame_overlaps_compute_of_previous() -> None:
-    # Heavy enough that one forward takes milliseconds, far longer than a host copy.
-    heavy = SmallDepth(width=64, layers=12)
-    engine = cuda_engine(depth_model=heavy, net_size=768, max_in_flight=2)
+    # One forward takes ~100 ms by construction, far longer than submitting the next frame.
+    engine = cuda_engine(depth_model=SpinningDepth(), net_size=768, max_in_flight=2)
     frames = [frame(720, 1280, s) for s in range(5)]
     engine.warmup(1280, 720)
     handles = [engine.submit(rgb) for rgb in frames[:3]]
@@ -218,8 +243,9 @@ def test_upload_of_next_frame_overlaps_compute_of_previous() -> None:
 
 
 def test_depth_and_segmentation_run_on_separate_streams() -> None:
-    heavy = SmallDepth(width=64, layers=10)
-    engine = cuda_engine(depth_model=heavy, segmentation_model=SmallSegmentation(), net_size=768)
+    engine = cuda_engine(
+        depth_model=SpinningDepth(), segmentation_model=SmallSegmentation(), net_size=768
+    )
     engine.warmup(1280, 720)
     handle = engine.submit(frame(720, 1280))
     handle.result()

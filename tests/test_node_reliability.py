@@ -39,6 +39,7 @@ FRAME = "camera_optical"
 WIDTH, HEIGHT = 64, 48
 TIMEOUT = 60.0
 LIMITS = {"max_pixels": 7680 * 4320, "max_aspect_ratio": 8.0}
+EITHER = ""  # a fuzz case that may be refused (with a reason) or used, but must not hurt
 
 
 # ============================================================================ messages, no DDS
@@ -296,7 +297,7 @@ def _image_cases(rig: Rig) -> list[tuple[str, object, str | None]]:
         ("encoding ''", image(encoding=""), "unsupported image encoding"),
         ("encoding xyz8", image(encoding="xyz8"), "unsupported image encoding"),
         ("encoding 32FC1", image(encoding="32FC1"), "unsupported image encoding"),
-        ("encoding with NUL", image(encoding="rgb8\x00"), "unsupported image encoding"),
+        ("encoding with NUL", image(encoding="rgb8\x00"), None),  # DDS strings end at NUL
         ("step 0", image(step=0), "is smaller than one row"),
         ("step row-1", image(step=row - 1), "is smaller than one row"),
         ("step 2**32-1", image(step=2**32 - 1), "data length is wrong"),
@@ -378,10 +379,11 @@ def _camera_info_cases(rig: Rig) -> list[tuple[str, object, str | None]]:
         ("height 0", info(height=0), "CameraInfo is not usable"),
         ("distortion bogus", info(distortion_model="bogus", d=[0.1]), "CameraInfo is not usable"),
         ("d NaN", info(d=[np.nan, 0.0, 0.0, 0.0, 0.0]), "CameraInfo is not usable"),
-        ("d 1000 values", info(d=[0.0] * 1000), None),
-        ("width 2**32-1", info(width=2**32 - 1), None),
-        ("binning 2**32-1", info(binning_x=2**32 - 1, binning_y=2**32 - 1), None),
-        ("p NaN", info(p=[np.nan] * 12), None),
+        # Refused with a reason or used (no cloud when it does not fit the image): either.
+        ("d 1000 values", info(d=[0.0] * 1000), EITHER),
+        ("width 2**32-1", info(width=2**32 - 1), EITHER),
+        ("binning 2**32-1", info(binning_x=2**32 - 1, binning_y=2**32 - 1), EITHER),
+        ("p NaN", info(p=[np.nan] * 12), EITHER),
         ("frame_id empty", info(header=_header(rig, "")), None),
     ]
 
@@ -468,6 +470,7 @@ def _run_corpus(rig: Rig, compressed: bool) -> None:
         "camera_info": sum(1 for t, c in cases if t.endswith("camera_info") and c[2]),
         "points": sum(1 for t, c in cases if t.endswith("points") and c[2]),
     }
+    either = sum(1 for t, c in cases if t.endswith("camera_info") and c[2] == EITHER)
     valid_frames = len(cases) + served_legal
     end = rig.status(
         lambda s: int(values(s)["frames_processed"]) >= start["frames_processed"] + valid_frames
@@ -484,10 +487,10 @@ def _run_corpus(rig: Rig, compressed: bool) -> None:
     assert refused + delta["dropped.slot"] == expected["image"], (delta, expected)
     assert refused >= expected["image"] - 2, (delta, expected)
     assert delta["images_in"] == valid_frames + expected["image"], delta
-    assert delta["malformed.camera_info"] == expected["camera_info"], delta
+    assert 0 <= delta["malformed.camera_info"] - expected["camera_info"] <= either, delta
     assert delta["malformed.points"] == expected["points"], delta
     for topic, (what, _, reason) in cases:
-        if reason is not None and not topic.endswith(("image", "compressed")):
+        if reason and not topic.endswith(("image", "compressed")):
             assert reason in log, (what, reason)
     assert end.level != DiagnosticStatus.ERROR, values(end)
     assert any(k.startswith("reason.") for k in values(end)), values(end)
@@ -501,7 +504,8 @@ QOS_OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def fuzz_rigs(peer, tmp_path_factory):
+def rigs(peer, tmp_path_factory):
+    """Every long-lived node of this module, started together (start-up is the slow part)."""
     import yaml
 
     params_file = tmp_path_factory.mktemp("qos") / "qos.yaml"
@@ -519,36 +523,46 @@ def fuzz_rigs(peer, tmp_path_factory):
             params,
             extra_args=["--params-file", str(params_file)] if name == "raw" else (),
         )
+    rigs["supervised"] = Rig(
+        peer, "/supervised", {"model": "tests.standin_faults:on_demand_faults"}
+    )
+    for sig in ("sigint", "sigterm"):
+        rigs[sig] = Rig(peer, f"/{sig}", {"model": "tests.standin_faults:slow_grey"})
     try:
         for name, rig in rigs.items():
-            image_type = CompressedImage if name == "compressed" else Image
+            compressed = name == "compressed"
             inputs = {
-                rig.image_topic(name == "compressed"): image_type,
+                rig.image_topic(compressed): CompressedImage if compressed else Image,
                 rig.t("camera_info"): CameraInfo,
                 rig.t("lidar/points"): PointCloud2,
             }
             for topic, msg_type in inputs.items():
                 peer.publisher(msg_type, topic)
+            if name not in ("raw", "compressed"):
+                del inputs[rig.t("lidar/points")]  # LiDAR is off in these
             assert peer.wait_for_subscribers(inputs, TIMEOUT), rig.proc.log()
             assert peer.wait_for_publishers([rig.t(topics.DEPTH_RELATIVE)], TIMEOUT)
         yield rigs
     finally:
+        for rig in rigs.values():  # all at once: each takes seconds to wind torch down
+            if rig.proc.alive:
+                rig.proc.process.send_signal(signal.SIGINT)
         for rig in rigs.values():
             rig.proc.__exit__()
 
 
-def test_fuzz_corpus_raw_transport(fuzz_rigs) -> None:
-    _run_corpus(fuzz_rigs["raw"], compressed=False)
+def test_fuzz_corpus_raw_transport(rigs) -> None:
+    _run_corpus(rigs["raw"], compressed=False)
 
 
-def test_fuzz_corpus_compressed_transport(fuzz_rigs) -> None:
-    _run_corpus(fuzz_rigs["compressed"], compressed=True)
+def test_fuzz_corpus_compressed_transport(rigs) -> None:
+    _run_corpus(rigs["compressed"], compressed=True)
 
 
-def test_qos_overrides_take_effect(fuzz_rigs, peer) -> None:
+def test_qos_overrides_take_effect(rigs, peer) -> None:
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
-    rig = fuzz_rigs["raw"]
+    rig = rigs["raw"]
     subs = peer.node.get_subscriptions_info_by_topic(rig.t("image"))
     ours = [s for s in subs if s.node_name == "depth_node" and s.node_namespace == rig.ns]
     # The default is best effort.
@@ -557,7 +571,7 @@ def test_qos_overrides_take_effect(fuzz_rigs, peer) -> None:
     ours = [p for p in pubs if p.node_namespace == rig.ns]
     assert ours and ours[0].qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
     # The other node kept the defaults.
-    other = fuzz_rigs["compressed"]
+    other = rigs["compressed"]
     pubs = peer.node.get_publishers_info_by_topic(other.t(topics.DEPTH_RELATIVE))
     assert pubs and pubs[0].qos_profile.durability == DurabilityPolicy.VOLATILE
     # The overrides are read-only parameters with the values given.
@@ -565,8 +579,8 @@ def test_qos_overrides_take_effect(fuzz_rigs, peer) -> None:
     assert peer.get_parameters(node, list(QOS_OVERRIDES)) == list(QOS_OVERRIDES.values())
 
 
-def test_integer_arrays_are_typed_alike_at_start_up_and_run_time(fuzz_rigs, peer) -> None:
-    rig = fuzz_rigs["raw"]
+def test_integer_arrays_are_typed_alike_at_start_up_and_run_time(rigs, peer) -> None:
+    rig = rigs["raw"]
     node = f"{rig.ns}/depth_node"
     (start_value,) = peer.get_parameters(node, ["lidar_T_cam_lidar"])
     assert all(isinstance(v, float) for v in start_value)
@@ -600,71 +614,55 @@ def test_integer_arrays_are_typed_alike_at_start_up_and_run_time(fuzz_rigs, peer
 
 
 # ---------------------------------------------------------------------------- supervision
-def test_a_failing_model_and_a_dead_worker_are_supervised(peer) -> None:
-    rig = Rig(peer, "/supervised", {"model": "tests.standin_faults:on_demand_faults"})
+def test_a_failing_model_and_a_dead_worker_are_supervised(rigs, peer) -> None:
+    rig = rigs["supervised"]
     image = rig.image_topic(False)
-    peer.publisher(Image, image)
-    peer.publisher(CameraInfo, rig.t("camera_info"))
-    try:
-        assert peer.wait_for_subscribers([image], TIMEOUT), rig.proc.log()
-        # A warning first (no camera_info), then a frame error: the issue's dying order.
-        assert rig.served(rig.send_frame(lidar=False, info=False))
-        peer.publish(image, rig.valid_image(rig.next_stamp(), grey=faults.RAISE_GREY))
-        failing = rig.status(lambda s: s.level == DiagnosticStatus.ERROR)
-        assert "frames are failing" in failing.message and "on demand" in failing.message
-        time.sleep(0.6)  # no input: still ERROR (the old node went back to OK)
-        assert rig.status().level == DiagnosticStatus.ERROR
-        for _ in range(10):  # every later frame is served, with warnings between errors
-            assert rig.served(rig.send_frame(lidar=False, info=False)), rig.proc.log()[-3000:]
-        assert rig.status().level != DiagnosticStatus.ERROR
-        # SystemExit ends the worker thread: the supervisor restarts it and says so.
-        peer.publish(image, rig.valid_image(rig.next_stamp(), grey=faults.EXIT_GREY))
-        died = rig.status(lambda s: "worker thread died" in s.message)
-        assert died.level == DiagnosticStatus.ERROR
-        assert int(values(died)["worker_restarts"]) == 1
-        for _ in range(3):
-            assert rig.served(rig.send_frame(lidar=False, info=True)), rig.proc.log()[-3000:]
-        healthy = rig.status(lambda s: s.level != DiagnosticStatus.ERROR)
-        assert int(values(healthy)["frame_errors"]) == 1
-        assert rig.proc.alive
-        assert rig.proc.stop() == 0
-        log = rig.proc.log()
-        assert "frame failed: RuntimeError: stand-in failure on demand" in log
-        assert "the worker thread died (SystemExit" in log
-        assert "no camera_info within" in log
-        assert "Logger severity cannot be changed" not in log
-    finally:
-        rig.proc.__exit__()
+    # A warning first (no camera_info), then a frame error: the issue's dying order.
+    assert rig.served(rig.send_frame(lidar=False, info=False))
+    peer.publish(image, rig.valid_image(rig.next_stamp(), grey=faults.RAISE_GREY))
+    failing = rig.status(lambda s: s.level == DiagnosticStatus.ERROR)
+    assert "frames are failing" in failing.message and "on demand" in failing.message
+    time.sleep(0.6)  # no input: still ERROR (the old node went back to OK)
+    assert rig.status().level == DiagnosticStatus.ERROR
+    for _ in range(10):  # every later frame is served, with warnings between errors
+        assert rig.served(rig.send_frame(lidar=False, info=False)), rig.proc.log()[-3000:]
+    rig.status(lambda s: s.level != DiagnosticStatus.ERROR)  # served again: healthy
+    # SystemExit ends the worker thread: the supervisor restarts it and says so.
+    peer.publish(image, rig.valid_image(rig.next_stamp(), grey=faults.EXIT_GREY))
+    died = rig.status(lambda s: "worker thread died" in s.message)
+    assert died.level == DiagnosticStatus.ERROR
+    assert int(values(died)["worker_restarts"]) == 1
+    for _ in range(3):
+        assert rig.served(rig.send_frame(lidar=False, info=True)), rig.proc.log()[-3000:]
+    healthy = rig.status(lambda s: s.level != DiagnosticStatus.ERROR)
+    assert int(values(healthy)["frame_errors"]) == 1
+    assert rig.proc.alive
+    assert rig.proc.stop() == 0
+    log = rig.proc.log()
+    assert "frame failed: RuntimeError: stand-in failure on demand" in log
+    assert "the worker thread died (SystemExit" in log
+    assert "no camera_info within" in log
+    assert "Logger severity cannot be changed" not in log
 
 
 # ---------------------------------------------------------------------------- signals
-def test_sigint_and_sigterm_mid_processing_exit_0_with_one_info_line(peer) -> None:
-    rigs = {
-        sig: Rig(peer, f"/{sig.name.lower()}", {"model": "tests.standin_faults:slow_grey"})
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        for rig in rigs.values():
-            peer.publisher(Image, rig.image_topic(False))
-            assert peer.wait_for_subscribers([rig.image_topic(False)], TIMEOUT), rig.proc.log()
-        for rig in rigs.values():
-            assert rig.served(rig.send_frame(lidar=False, info=False))
-        for sig, rig in rigs.items():
-            # A frame in progress (the stand-in sleeps 0.4 s in forward), then the signal.
-            rig.send_frame(lidar=False, info=False)
-            time.sleep(0.15)
-            rig.proc.process.send_signal(sig)
-        for sig, rig in rigs.items():
-            code = rig.proc.wait(30)
-            log = rig.proc.log()
-            assert code == 0, (sig, log)
-            assert "ERROR" not in log and "Traceback" not in log, log
-            stopped = [line for line in log.splitlines() if "stopped (" in line]
-            assert len(stopped) == 1 and f"stopped ({sig.name})" in stopped[0], log
-            assert stopped[0].startswith("[INFO]"), stopped
-    finally:
-        for rig in rigs.values():
-            rig.proc.__exit__()
+def test_sigint_and_sigterm_mid_processing_exit_0_with_one_info_line(rigs) -> None:
+    signalled = {sig: rigs[sig.name.lower()] for sig in (signal.SIGINT, signal.SIGTERM)}
+    for rig in signalled.values():
+        assert rig.served(rig.send_frame(lidar=False, info=False))
+    for sig, rig in signalled.items():
+        # A frame in progress (the stand-in sleeps 0.4 s in forward), then the signal.
+        rig.send_frame(lidar=False, info=False)
+        time.sleep(0.15)
+        rig.proc.process.send_signal(sig)
+    for sig, rig in signalled.items():
+        code = rig.proc.wait(30)
+        log = rig.proc.log()
+        assert code == 0, (sig, log)
+        assert "ERROR" not in log and "Traceback" not in log, log
+        stopped = [line for line in log.splitlines() if "stopped (" in line]
+        assert len(stopped) == 1 and f"stopped ({sig.name})" in stopped[0], log
+        assert stopped[0].startswith("[INFO]"), stopped
 
 
 # ---------------------------------------------------------------------------- start-up

@@ -41,11 +41,11 @@ CAMERA_NS = "/kitti/camera_color_left"
 LIDAR_TOPIC = "/kitti/velo/pointcloud"
 BAGS = {"kitti_2frames_raw_sqlite3": "raw", "kitti_2frames_png_mcap": "compressed"}
 OUTPUTS = {
-    "depth": Image,
-    "depth_relative": Image,
+    "depth/image": Image,
+    "depth_relative/image": Image,
     "depth/camera_info": CameraInfo,
     "points": PointCloud2,
-    "segmentation": Image,
+    "segmentation/image": Image,
     "segmentation/color": Image,
     "depth/color": Image,
 }
@@ -213,9 +213,9 @@ def test_replay_bag_into_the_node(bags: Path, bag_name: str) -> None:
             assert h.stamp_ns(msg) == stamp and msg.header.frame_id == CAMERA_FRAME, name
         encodings = {name: out[name].encoding for name, t in OUTPUTS.items() if t is Image}
         assert encodings == {
-            "depth": "32FC1",
-            "depth_relative": "32FC1",
-            "segmentation": "mono8",
+            "depth/image": "32FC1",
+            "depth_relative/image": "32FC1",
+            "segmentation/image": "mono8",
             "segmentation/color": "rgb8",
             "depth/color": "rgb8",
         }
@@ -226,21 +226,27 @@ def test_replay_bag_into_the_node(bags: Path, bag_name: str) -> None:
         np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), camera.K)
 
         # The stand-in's relative output grows down the image.
-        relative = h.image_array(out["depth_relative"])
+        relative = h.image_array(out["depth_relative/image"])
         assert np.all(np.diff(relative[:, 600]) > -1e-4)
 
         # Metric depth agrees with the LiDAR on the road (the fit's inliers).
-        depth = h.image_array(out["depth"])
+        depth = h.image_array(out["depth/image"])
         projection = project_lidar(
             pointcloud2_to_xyz(frame["points"][2]), T, camera, min_depth=2.0, max_depth=80.0
         )
         at_lidar = depth[projection.rows, projection.cols]
         agree = np.abs(at_lidar - projection.depth) < 0.1 * projection.depth
-        # Frame 1 gets its own fit (about half the points are road); frame 2's own fit may
-        # be rejected as no better than a flat scene, and the held scale of frame 1 is used.
-        assert agree.mean() > (0.4 if stamp == h.stamp_ns(frames[0]["image"][2]) else 0.15)
-        road = agree & (projection.rows > 250)
-        assert road.sum() > 2000
+        # The road, told apart by the LiDAR itself (KITTI's Velodyne is 1.73 m above it):
+        # there the stand-in is right, so the metric depth agrees at most of its points (93 %
+        # with frame 1's own fit, 81 % in frame 2, whose own fit may be rejected as no better
+        # than a flat scene, so frame 1's is held); off the road it is wrong by design (cars
+        # and walls are not on the ground plane: 27 % and 3 %).
+        scan = pointcloud2_to_xyz(frame["points"][2])[projection.index]
+        road = np.abs(scan[:, 2] + 1.73) < 0.15
+        first = stamp == h.stamp_ns(frames[0]["image"][2])
+        assert road.sum() > 5000
+        assert agree[road].mean() > (0.9 if first else 0.75), agree[road].mean()
+        assert agree[~road].mean() < agree[road].mean() - 0.4
 
         # The cloud: the metric depth at stride 2, coloured from the (decoded) image.
         cloud = out["points"]
@@ -255,8 +261,14 @@ def test_replay_bag_into_the_node(bags: Path, bag_name: str) -> None:
         np.testing.assert_array_equal(unpack_rgb(points["rgb"]), rgb[rows, cols])
         np.testing.assert_allclose(xyz[:, 2], depth[rows, cols], rtol=1e-5)
 
-        labels = h.image_array(out["segmentation"])
-        assert set(np.unique(labels)) <= {1, 2, 3}
+        labels = h.image_array(out["segmentation/image"])
+        # The stand-in's classes are grey-level thirds: the labels follow the image itself
+        # (99 % of pixels; the rest lie on class borders blurred by the resizes), with each
+        # class's share as in the image (53 %, 21 %, 26 % in frame 1).
+        expected = h.expected_labels(rgb.mean(axis=2))
+        assert (labels == expected).mean() > 0.97
+        for k in (1, 2, 3):
+            assert np.mean(labels == k) == pytest.approx(np.mean(expected == k), abs=0.01)
 
     assert int(diagnostics["lidar_points_used"]) > 10_000
     assert diagnostics["fit_status"] in ("tracking", "holding")
@@ -268,7 +280,11 @@ def test_replay_bag_into_the_node(bags: Path, bag_name: str) -> None:
 @pytest.mark.ros
 @pytest.mark.slow
 def test_dpt_hybrid_with_random_weights_runs_on_the_bag(bags: Path) -> None:
-    outputs = {"depth_relative": Image, "depth/color": Image, "depth/camera_info": CameraInfo}
+    outputs = {
+        "depth_relative/image": Image,
+        "depth/color": Image,
+        "depth_relative/camera_info": CameraInfo,
+    }
     frames, received, diagnostics, _ = _replay(
         bags / "kitti_2frames_raw_sqlite3",
         "raw",
@@ -276,7 +292,7 @@ def test_dpt_hybrid_with_random_weights_runs_on_the_bag(bags: Path) -> None:
         outputs,
     )
     for out in received:
-        relative = h.image_array(out["depth_relative"])
+        relative = h.image_array(out["depth_relative/image"])
         assert relative.shape == (375, 1242) and np.isfinite(relative).all()
         assert h.image_array(out["depth/color"]).shape == (375, 1242, 3)
     assert diagnostics["model"] == "dpt_hybrid" and diagnostics["weights"] == "random"

@@ -251,6 +251,17 @@ def test_missing_camera_index(tmp_path: Path) -> None:
     )
 
 
+def test_tools_wrapper_runs_the_demo(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "webcam_demo.py"), "--source", "gone.mp4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (2, "error: video file not found: gone.mp4\n")
+
+
 def test_bad_settings_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = tmp_path / "in"
     images = write_images(folder, 1)
@@ -280,7 +291,7 @@ def test_settings_from_config_file_and_flags(tmp_path: Path) -> None:
     node_file = webcam.settings_from_args(
         webcam.parse_args(["--config", str(REPO / "config" / "depth.yaml")])
     )
-    assert node_file.model.net_size == 384
+    assert node_file.model.net_size == 0  # depth.yaml's default: auto (the model's own size)
     path.write_text("use_lidarr: true\n")
     with pytest.raises(ConfigError, match="use_lidarr"):
         webcam.settings_from_args(webcam.parse_args(["--config", str(path)]))
@@ -344,6 +355,27 @@ def test_relative_snapshot_cloud_uses_relative_units(
     assert "relative inverse depth" in read_png_metadata(png)["dpt_ros.content"]
 
 
+def test_without_open3d_or_rclpy_the_features_say_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d raises ImportError
+    write_images(tmp_path / "in", 1)
+    snapdir = tmp_path / "snaps"
+    code, err = run_demo(
+        capsys, "--source", tmp_path / "in", "--model", GREY, *FAST, "--no-display",
+        "--snapshot-every", 1, "--snapshot-dir", snapdir,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "PLY export needs Open3D: pip install open3d-cpu" in err
+    assert len(list(snapdir.glob("*_input.png"))) == 1 and not list(snapdir.glob("*.ply"))
+    with pytest.raises(webcam.ExportError, match="--cloud window needs Open3D"):
+        display.CloudWindow("cloud")
+    monkeypatch.setitem(sys.modules, "rclpy", None)
+    monkeypatch.delitem(sys.modules, "dpt_ros.ros.camera_publisher", raising=False)
+    code, err = run_demo(capsys, "--source", tmp_path / "in", "--model", GREY, "--publish", "cam")
+    assert code == 2 and "--publish needs rclpy and sensor_msgs" in err
+
+
 def test_relative_to_pseudo_depth() -> None:
     inverse = np.linspace(0.0, 1.0, 1000, dtype=np.float32).reshape(20, 50)
     inverse[0, 0] = np.nan
@@ -363,10 +395,12 @@ def test_camera_info_files(tmp_path: Path) -> None:
         "camera_matrix: {rows: 3, cols: 3, data: [500.0, 0, 319.5, 0, 505.0, 239.5, 0, 0, 1]}\n"
         "distortion_model: plumb_bob\n"
         "distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.05, 0, 0, 0]}\n"
+        "projection_matrix: {rows: 3, cols: 4, data: [480, 0, 320, 0, 0, 480, 240, 0, 0, 0, 1, 0]}"
     )
     camera = read_camera_info_yaml(ost)
     assert (camera.fx, camera.fy, camera.cx, camera.size) == (500.0, 505.0, 319.5, (640, 480))
     assert camera.distortion_model == "plumb_bob" and camera.D[0] == pytest.approx(0.1)
+    assert camera.rectified().fx == 480.0  # the projection matrix is read too
     echo = tmp_path / "info.yaml"  # `ros2 topic echo --once /camera_info > info.yaml`
     echo.write_text(
         "header:\n  stamp: {sec: 1, nanosec: 0}\n  frame_id: cam\nheight: 240\nwidth: 320\n"
@@ -441,6 +475,7 @@ def test_open_source_reads_the_first_frame(tmp_path: Path) -> None:
 
 # ============================================================================ --publish
 @pytest.mark.ros
+@pytest.mark.slow
 def test_publish_camera_frames_over_dds(tmp_path: Path) -> None:
     pytest.importorskip("rclpy")
     from sensor_msgs.msg import CameraInfo, Image

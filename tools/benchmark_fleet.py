@@ -77,17 +77,8 @@ def run_system(name: str, bags: list[Path], out: Path, args: argparse.Namespace)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    data = json.loads(report.read_text()) if report.exists() else {}
-    return {"wall_s": wall, "frames": _frames(data)}
-
-
-def _frames(report: dict) -> int | None:
-    if "frames" in report:  # the Ray front end's summary
-        return int(report["frames"])
-    bags = report.get("bags") or report.get("reports") or []
-    if isinstance(bags, list) and bags and isinstance(bags[0], dict):
-        return sum(int(b.get("frames_out", 0)) for b in bags)
-    return report.get("frames_out")
+    data = json.loads(report.read_text())  # the local tool and --ray write the same keys
+    return {"wall_s": wall, "frames": data["total"]["frames_out"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 
 Starts ``python -m dpt_ros.ros.node`` (DPT-Hybrid by default, random weights: the timing is the
 same as with the released ones) and publishes one image at a time, waiting for its
-``depth_relative`` before sending the next, so every number is one frame's latency with no
+``depth_relative/image`` before sending the next, so every number is one frame's latency with no
 queueing. Next to it: what the node measured inside itself for the same frame (receive ->
 publish, and the engine's own Prediction.timings), read from /diagnostics.
 
@@ -90,6 +90,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
 
     from dpt_ros.ros.convert import make_header, rgb_to_image, stamp_to_ns
+    from dpt_ros.topics import DEPTH_RELATIVE
 
     rgb, source = load_image(args.image, args.width, args.height)
     parameters = {
@@ -130,7 +131,7 @@ def main() -> int:
                         (time.perf_counter(), {v.key: v.value for v in status.values})
                     )
 
-    peer.create_subscription(Image, "depth_relative", on_depth, reliable)
+    peer.create_subscription(Image, DEPTH_RELATIVE, on_depth, reliable)
     peer.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
     publisher = peer.create_publisher(Image, "image", reliable)
     spinning = True
@@ -155,7 +156,7 @@ def main() -> int:
     try:
         if not wait(lambda: publisher.get_subscription_count() > 0, 300):
             raise SystemExit("the node did not subscribe:\n" + Path(log.name).read_text())
-        wait(lambda: peer.count_publishers("depth_relative") > 0, 60)
+        wait(lambda: peer.count_publishers(DEPTH_RELATIVE) > 0, 60)
         time.sleep(0.5)
         end_to_end, node_internal, engine = [], {}, {}
         base = 1_700_000_000 * 10**9
@@ -192,7 +193,7 @@ def main() -> int:
             if key.startswith("engine."):
                 engine[key[len("engine.") :]] = summary(node_internal.pop(key))
         result = {
-            "what": "image publish -> depth_relative received (one frame in flight)",
+            "what": "image publish -> depth_relative/image received (one frame in flight)",
             "model": args.model,
             "weights": args.weights,
             "device": args.device,

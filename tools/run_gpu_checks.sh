@@ -11,7 +11,11 @@ mkdir -p "$OUT_DIR"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
-$PY -m pytest -q -p no:cacheprovider -m cuda tests/test_engine_cuda.py 2>&1 | tee "$OUT_DIR/cuda_tests.log"
+# Every test marked cuda, in whichever file it lives, and the CUDA path's CPU-side logic.
+mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
+$PY -m pytest -q -p no:cacheprovider -m cuda "${cuda_files[@]}" 2>&1 | tee "$OUT_DIR/cuda_tests.log"
+$PY -m pytest -q -p no:cacheprovider tests/test_engine_cuda_logic.py 2>&1 \
+    | tee "$OUT_DIR/cuda_logic_tests.log"
 for model in dpt_hybrid dpt_large; do
     for precision in fp32 fp16 bf16; do
         echo "== $model $precision"

@@ -65,9 +65,12 @@ def split_time_range(path: str | Path, chunk_s: float) -> list[tuple[int, int]]:
 
 
 def merge_bags(
-    parts: Sequence[str | Path], output: str | Path, *, storage: str = "mcap",
+    parts: Sequence[str | Path],
+    output: str | Path,
+    *,
+    storage: str = "mcap",
     overwrite: bool = False,
-) -> int:  # fmt: skip
+) -> int:
     """Concatenate chunk outputs (consecutive ``[start, end)`` ranges of one input) into one
     bag at ``output``, atomically (a ``.partial`` folder beside it, then a rename); raw bytes,
     no re-serialisation. Exports of the parts are merged into ``output/exports``. Returns the

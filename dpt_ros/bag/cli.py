@@ -23,7 +23,7 @@ from dpt_ros.bag.exports import EXPORTS
 from dpt_ros.bag.job import BagJob
 from dpt_ros.bag.options import BagOptions
 from dpt_ros.bag.report import JobReport
-from dpt_ros.config import update_settings
+from dpt_ros.config import BagSettings, spec_by_name, update_settings
 
 PROG = "dpt_bag"
 RANDOM_WEIGHTS_NOTE = (
@@ -49,14 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="IN", help="rosbag2 folder or ROS 1 .bag")
     parser.add_argument(
-        "--out", required=True, metavar="OUT",
+        "--out",
+        required=True,
+        metavar="OUT",
         help="output bag (one input) or folder of output bags (several inputs)",
-    )  # fmt: skip
+    )
     settings = parser.add_argument_group("settings (the node's parameters)")
     settings.add_argument(
-        "--config", metavar="FILE",
+        "--config",
+        metavar="FILE",
         help="node parameter file (ROS params-file YAML, e.g. config/kitti.yaml)",
-    )  # fmt: skip
+    )
     for flag, name in (
         ("--model", "model"),
         ("--weights", "weights"),
@@ -65,35 +68,52 @@ def build_parser() -> argparse.ArgumentParser:
         ("--precision", "precision"),
         ("--net-size", "net_size"),
     ):
-        settings.add_argument(flag, dest=name, metavar=name.upper(), help=f"node parameter {name}")
+        description = spec_by_name(BagSettings)[name].description
+        settings.add_argument(flag, dest=name, metavar=name.upper(), help=description)
     settings.add_argument(
         "--device", help="cpu, cuda, cuda:N, or a comma list spread over --workers"
     )
     settings.add_argument("--batch-size", type=int, help="frames per inference batch")
     topics = parser.add_argument_group("topics (automatic when the bag has one of a kind)")
-    topics.add_argument("--image-topic", action="append", default=[],
-                        help="image topic (Image or CompressedImage); repeat for several cameras")  # fmt: skip
-    topics.add_argument("--camera-info-topic", action="append", default=[],
-                        help="CameraInfo topic, one per --image-topic (default: beside it)")  # fmt: skip
+    topics.add_argument(
+        "--image-topic",
+        action="append",
+        default=[],
+        help="image topic (Image or CompressedImage); repeat for several cameras",
+    )
+    topics.add_argument(
+        "--camera-info-topic",
+        action="append",
+        default=[],
+        help="CameraInfo topic, one per --image-topic (default: beside it)",
+    )
     lidar = topics.add_mutually_exclusive_group()
     lidar.add_argument("--lidar-topic", help="LiDAR PointCloud2 topic")
     lidar.add_argument("--no-lidar", action="store_true", help="do not use LiDAR")
     out = parser.add_argument_group("outputs")
     out.add_argument("--storage", choices=("mcap", "sqlite3"), help="output storage (mcap)")
     out.add_argument(
-        "--export", action="append", default=[], metavar="KIND",
+        "--export",
+        action="append",
+        default=[],
+        metavar="KIND",
         help=f"also write files: {', '.join(EXPORTS)} (comma list or repeated)",
-    )  # fmt: skip
+    )
     out.add_argument("--png-format", choices=("mm", "kitti"), help="depth PNG: mm or kitti")
     out.add_argument("--report", metavar="FILE", help="write a JSON report")
     run = parser.add_argument_group("running")
     run.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    run.add_argument("--skip-bad", action="store_true",
-                     help="go on past unreadable parts of a bag (reported)")  # fmt: skip
+    run.add_argument(
+        "--skip-bad", action="store_true", help="go on past unreadable parts of a bag (reported)"
+    )
     run.add_argument("--workers", type=int, default=1, help="bags processed in parallel")
-    run.add_argument("--segment-frames", type=int, default=50,
-                     help="images per resumable segment (resume granularity)")  # fmt: skip
+    run.add_argument(
+        "--segment-frames",
+        type=int,
+        default=50,
+        help="images per resumable segment (resume granularity)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     fleet = _fleet()
     if fleet is not None and hasattr(fleet, "add_arguments"):
@@ -102,11 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from dpt_ros.config import BagSettings, ConfigError, parse_parameter_text
+    from dpt_ros.config import ConfigError, parse_parameter_text
 
     values: dict[str, Any] = {}
-    for name in ("model", "weights", "segmentation_model", "segmentation_weights", "precision",
-                 "net_size"):  # fmt: skip
+    for name in (
+        "model",
+        "weights",
+        "segmentation_model",
+        "segmentation_weights",
+        "precision",
+        "net_size",
+    ):
         text = getattr(args, name)
         if text is not None:
             try:

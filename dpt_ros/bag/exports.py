@@ -30,8 +30,9 @@ PREVIEW_FPS = 10.0
 
 def _tile(rgb: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
     if picture is None:
-        return np.zeros((TILE_HEIGHT, int(round(rgb.shape[1] * TILE_HEIGHT / rgb.shape[0])), 3),
-                        np.uint8)  # fmt: skip
+        return np.zeros(
+            (TILE_HEIGHT, int(round(rgb.shape[1] * TILE_HEIGHT / rgb.shape[0])), 3), np.uint8
+        )
     width = max(2, int(round(picture.shape[1] * TILE_HEIGHT / picture.shape[0])))
     return cv2.resize(picture, (width, TILE_HEIGHT), interpolation=cv2.INTER_AREA)
 
@@ -100,8 +101,13 @@ class Exporter:
             depth = None
             if relative is not None:
                 viz = self.viz
-                depth = depth_picture(metric, relative, colormap=viz.colormap,
-                                      min_depth=viz.min_depth, max_depth=viz.max_depth)  # fmt: skip
+                depth = depth_picture(
+                    metric,
+                    relative,
+                    colormap=viz.colormap,
+                    min_depth=viz.min_depth,
+                    max_depth=viz.max_depth,
+                )
             labels = None
             if result.labels is not None:
                 labels = segmentation_picture(rgb, result.labels, self.viz.overlay_alpha)

@@ -15,6 +15,7 @@ folder, resume and the final atomic rename.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpt_ros.bag.errors import BagError, BagInputError, BagOutputError
+from dpt_ros.bag.errors import BagInputError, BagOutputError
 from dpt_ros.bag.exports import Exporter
 from dpt_ros.bag.matching import CopyEvent, ImageEvent, Matcher
 from dpt_ros.bag.options import BagOptions
@@ -32,7 +33,7 @@ from dpt_ros.bag.reading import TopicPlan, bag_path, open_bag, plan_topics, stre
 from dpt_ros.bag.report import JobReport
 from dpt_ros.bag.segments import WorkDir, decode_filter, input_identity
 from dpt_ros.bag.writing import MessageFactory, OutputBag, frame_outputs, ros2_typestore
-from dpt_ros.tf_buffer import TfBuffer, TransformUnavailable
+from dpt_ros.tf_buffer import TfBuffer
 
 QUEUE_SIZE = 8
 LIDAR_CONTEXT_S = 1.0  # scans read before a resumed/chunk start, beyond the stamp tolerance
@@ -60,6 +61,7 @@ class JobPlan:
     transform: str | None
     message_count: int
     image_count: int
+    malformed_tf_static: int = 0
 
 
 class BagJob:
@@ -127,18 +129,19 @@ class BagJob:
         by_topic: dict[str, list[Any]] = {}
         for connection in reader.connections:
             by_topic.setdefault(connection.topic, []).append(connection)
+        malformed = 0
         if plan.tf_static:
             for connection, _, raw in stream(reader, path, by_topic[plan.tf_static]):
                 try:
                     tf.add_message(reader.deserialize(raw, connection.msgtype), static=True)
-                except Exception as error:  # a malformed transform: said once, plan goes on
-                    raise BagInputError(f"{path}: a /tf_static message is malformed: {error}")
+                except Exception:  # a malformed transform is counted, never fatal
+                    malformed += 1
         transform = None
         if plan.lidar:
             transform = self._check_transform(reader, path, plan, by_topic, tf)
         counts = {c.topic: c.msgcount for c in reader.connections}
         images = sum(counts.get(c.image, 0) for c in plan.cameras)
-        return JobPlan(path, plan, transform, reader.message_count, images)
+        return JobPlan(path, plan, transform, reader.message_count, images, malformed)
 
     def _first(self, reader: Any, path: Path, connections: list[Any]) -> Any:
         for connection, _, raw in stream(reader, path, connections):
@@ -155,7 +158,11 @@ class BagJob:
         source = node.input.lidar_transform_source
         scan = self._first(reader, path, by_topic[plan.lidar])
         lidar_frame = str(scan.header.frame_id) if scan is not None else ""
-        probe = TfBuffer()
+        probe = TfBuffer()  # the static tree plus the first /tf messages
+        if plan.tf_static:
+            for connection, _, raw in stream(reader, path, by_topic[plan.tf_static]):
+                with contextlib.suppress(Exception):  # malformed ones were reported already
+                    probe.add_message(reader.deserialize(raw, connection.msgtype), static=True)
         if plan.tf and source != "parameters":
             for i, (connection, _, raw) in enumerate(stream(reader, path, by_topic[plan.tf])):
                 if i >= TF_PROBE_MESSAGES:
@@ -185,7 +192,7 @@ class BagJob:
                         if source == "tf"
                         else " and --config sets no lidar_T_cam_lidar or "
                         "lidar_translation + lidar_rotation"
-                    )  # fmt: skip
+                    )
                     + "; give a --config with the transform, or --no-lidar"
                 )
         return ", ".join(dict.fromkeys(where))
@@ -223,6 +230,8 @@ class BagJob:
             journal = work.start(identity, self.resume, self.overwrite)
             report = JobReport(**journal["report"]) if journal.get("report") else JobReport()
             report.input, report.output = str(self.input), str(self.output)
+            if plan.malformed_tf_static and not journal.get("report"):
+                report.malformed["malformed tf_static"] = plan.malformed_tf_static
             if plan.transform:
                 note = f"camera<-LiDAR transform from {plan.transform}"
                 if note not in report.notes:
@@ -242,8 +251,19 @@ class BagJob:
                     report.resumed_from_frame = report.frames_in
                 pipeline.restore_filter(decode_filter(journal["filter"]))
             if not (segments and segments[-1]["next_ns"] is None):
-                self._process(reader, path, plan, tf, pipeline, engine, work, report,
-                              begin, warm_from, progress)  # fmt: skip
+                self._process(
+                    reader,
+                    path,
+                    plan,
+                    tf,
+                    pipeline,
+                    engine,
+                    work,
+                    report,
+                    begin,
+                    warm_from,
+                    progress,
+                )
             settings = self.options.settings
             exporter = Exporter(
                 work.exports_dir, self.options.exports, settings.png_format, settings.node.viz
@@ -299,8 +319,16 @@ class BagJob:
 
         def reader_thread() -> None:
             try:
-                self._read(reader, path, plan, matcher, begin, warm_from,
-                           lambda item: put(to_infer, item), report)  # fmt: skip
+                self._read(
+                    reader,
+                    path,
+                    plan,
+                    matcher,
+                    begin,
+                    warm_from,
+                    lambda item: put(to_infer, item),
+                    report,
+                )
             except BaseException as error:  # handed to the caller's thread
                 errors.append(error)
                 stop.set()
@@ -343,8 +371,12 @@ class BagJob:
         if first is not None:
             # Context before the first processed image: camera infos and /tf from the start
             # (they may be latched once), scans shortly before it.
-            context = [c for t in (topics.tf, *(c.camera_info for c in topics.cameras))
-                       if t for c in by_topic.get(t, [])]  # fmt: skip
+            context = [
+                c
+                for t in (topics.tf, *(c.camera_info for c in topics.cameras))
+                if t
+                for c in by_topic.get(t, [])
+            ]
             for connection, log_ns, raw in stream(reader, path, context, stop=first):
                 matcher.observe(connection, log_ns, raw)
             if topics.lidar:
@@ -359,9 +391,15 @@ class BagJob:
             stop_at = self.end_ns + matcher.lookahead_ns + 1
         in_segment = 0
         last_log = None
-        for connection, log_ns, raw in stream(reader, path, (), start=first, stop=stop_at,
-                                              skip_bad=options.skip_bad,
-                                              bad=report.bad_messages):  # fmt: skip
+        for connection, log_ns, raw in stream(
+            reader,
+            path,
+            (),
+            start=first,
+            stop=stop_at,
+            skip_bad=options.skip_bad,
+            bad=report.bad_messages,
+        ):
             for event in matcher.feed(connection, log_ns, raw):
                 in_segment, last_log = self._emit(event, emit, in_segment, last_log)
         for event in matcher.finish():
@@ -428,15 +466,22 @@ class BagJob:
         factory = MessageFactory(typestore)
         node = self.options.settings.node
         labels = getattr(engine, "segmentation_model", None) is not None
-        exporter = Exporter(work.exports_dir, self.options.exports, self.options.settings.png_format,
-                            node.viz)  # fmt: skip
+        exporter = Exporter(
+            work.exports_dir, self.options.exports, self.options.settings.png_format, node.viz
+        )
         bag: OutputBag | None = None
 
         def close(next_ns: int | None, filter_state: dict | None) -> None:
             nonlocal bag
             if bag is None:
-                bag = OutputBag(work.segment_path(), reader, plan.topics,
-                                self.options.settings.storage, labels=labels, typestore=typestore)  # fmt: skip
+                bag = OutputBag(
+                    work.segment_path(),
+                    reader,
+                    plan.topics,
+                    self.options.settings.storage,
+                    labels=labels,
+                    typestore=typestore,
+                )
             bag.close()
             report.messages_copied += bag.counts.pop("copied", 0)
             for topic, count in bag.counts.items():
@@ -459,8 +504,14 @@ class BagJob:
                 close(item.log_ns, item.filter_state)
                 continue
             if bag is None:
-                bag = OutputBag(work.segment_path(), reader, plan.topics,
-                                self.options.settings.storage, labels=labels, typestore=typestore)  # fmt: skip
+                bag = OutputBag(
+                    work.segment_path(),
+                    reader,
+                    plan.topics,
+                    self.options.settings.storage,
+                    labels=labels,
+                    typestore=typestore,
+                )
             if isinstance(item, CopyEvent):
                 bag.copy(item.connection, item.log_ns, item.raw)
                 continue
@@ -485,9 +536,15 @@ class BagJob:
                 report.scales.append(float(result.scale))
             camera = plan.topics.cameras[event.camera]
             messages, missing = frame_outputs(
-                factory, camera, result, event.frame.rgb, event.camera_info, event.header,
-                node.viz, node.cloud.organized,
-            )  # fmt: skip
+                factory,
+                camera,
+                result,
+                event.frame.rgb,
+                event.camera_info,
+                event.header,
+                node.viz,
+                node.cloud.organized,
+            )
             for topic, msg in messages:
                 bag.write(topic, event.log_ns, msg)
             for entry in missing:

@@ -166,9 +166,9 @@ class Matcher:
         pending = self._pending
         while pending:
             head = pending[0]
-            if isinstance(head, ImageEvent) and now_ns is not None:
-                if now_ns < head.log_ns + self.lookahead_ns:
-                    return
+            waiting = isinstance(head, ImageEvent) and now_ns is not None
+            if waiting and now_ns < head.log_ns + self.lookahead_ns:
+                return
             pending.popleft()
             if isinstance(head, ImageEvent) and not head.problem:
                 self._match(head)

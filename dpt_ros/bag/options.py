@@ -59,8 +59,10 @@ class BagOptions:
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the output (the resume journal checks it)."""
-        values = {k: list(v) if isinstance(v, tuple) else v
-                  for k, v in settings_to_parameters(self.settings).items()}  # fmt: skip
+        values = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in settings_to_parameters(self.settings).items()
+        }
         values.update(
             image_topics=list(self.image_topics),
             camera_info_topics=list(self.camera_info_topics),

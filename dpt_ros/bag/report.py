@@ -104,9 +104,12 @@ class JobReport:
             out.scales.extend(r.scales)
             out.bad_messages.extend(r.bad_messages)
             out.notes.extend(n for n in r.notes if n not in out.notes)
-            for mine, theirs in ((out.skipped, r.skipped), (out.malformed, r.malformed),
-                                 (out.messages_written, r.messages_written),
-                                 (out.export_counts, r.export_counts)):  # fmt: skip
+            for mine, theirs in (
+                (out.skipped, r.skipped),
+                (out.malformed, r.malformed),
+                (out.messages_written, r.messages_written),
+                (out.export_counts, r.export_counts),
+            ):
                 for key, count in theirs.items():
                     mine[key] = mine.get(key, 0) + count
             out.exports.update(r.exports)

@@ -97,8 +97,9 @@ class _Messages:
         ]
         return self.t["sensor_msgs/msg/PointCloud2"](header=header, **fields)
 
-    def transform(self, stamp_ns: int, parent: str, child: str, xyz: Sequence[float],
-                  xyzw: Sequence[float]) -> Any:  # fmt: skip
+    def transform(
+        self, stamp_ns: int, parent: str, child: str, xyz: Sequence[float], xyzw: Sequence[float]
+    ) -> Any:
         t = self.t
         return t["geometry_msgs/msg/TransformStamped"](
             header=self.header(stamp_ns, parent),
@@ -126,7 +127,6 @@ def write_synthetic_bag(
     seed: int = 0,
     start_ns: int = 1_700_000_000_000_000_000,
     storage: str = "mcap",
-    compress: bool = True,
     dynamic_tf: bool = False,
     slide: float = 0.5,
     lidar_rings: int = 16,
@@ -164,12 +164,14 @@ def write_synthetic_bag(
         camera_in_lidar = -R_CAM_LIDAR.T @ offset
         return offset, camera_in_lidar + (0.0, 0.0, LIDAR_HEIGHT)
 
-    static = [make.transform(start_ns, "base_link", "lidar", (0.0, 0.0, LIDAR_HEIGHT),
-                             (0.0, 0.0, 0.0, 1.0))]  # fmt: skip
+    static = [
+        make.transform(
+            start_ns, "base_link", "lidar", (0.0, 0.0, LIDAR_HEIGHT), (0.0, 0.0, 0.0, 1.0)
+        )
+    ]
     for spec in specs:
         static.append(
-            make.transform(start_ns, "camera_link", spec.frame_id, (0.0, 0.0, 0.0),
-                           OPTICAL_IN_LINK)  # fmt: skip
+            make.transform(start_ns, "camera_link", spec.frame_id, (0.0, 0.0, 0.0), OPTICAL_IN_LINK)
         )
     if not dynamic_tf:
         _, link = link_pose(0.0)
@@ -206,35 +208,49 @@ def write_synthetic_bag(
             header = make.header(stamp, spec.frame_id)
             ns = spec.namespace.rstrip("/")
             if spec.compressed:
-                records.append((stamp, f"{ns}/image_raw/compressed",
-                                "sensor_msgs/msg/CompressedImage", make.compressed(pixels, header)))  # fmt: skip
+                records.append(
+                    (
+                        stamp,
+                        f"{ns}/image_raw/compressed",
+                        "sensor_msgs/msg/CompressedImage",
+                        make.compressed(pixels, header),
+                    )
+                )
             else:
-                records.append((stamp, f"{ns}/image_raw", "sensor_msgs/msg/Image",
-                                make.image(pixels, header)))  # fmt: skip
-            records.append((stamp, f"{ns}/camera_info", "sensor_msgs/msg/CameraInfo",
-                            make.camera_info(model, header)))  # fmt: skip
+                records.append(
+                    (stamp, f"{ns}/image_raw", "sensor_msgs/msg/Image", make.image(pixels, header))
+                )
+            records.append(
+                (
+                    stamp,
+                    f"{ns}/camera_info",
+                    "sensor_msgs/msg/CameraInfo",
+                    make.camera_info(model, header),
+                )
+            )
             if i == 0:
                 cloud = make.cloud(scene.lidar_points, make.header(stamp, "lidar"))
-                records.append((stamp + int(lidar_delay_s * 1e9), "/lidar/points",
-                                "sensor_msgs/msg/PointCloud2", cloud))  # fmt: skip
+                records.append(
+                    (
+                        stamp + int(lidar_delay_s * 1e9),
+                        "/lidar/points",
+                        "sensor_msgs/msg/PointCloud2",
+                        cloud,
+                    )
+                )
     records.sort(key=lambda r: r[0])
     if storage == "ros1":
         _write_ros1(path, records, ros2)
     else:
-        _write_ros2(path, records, ros2, storage, compress)
+        _write_ros2(path, records, ros2, storage)
     return truth
 
 
-def _write_ros2(path: Path, records: list, typestore: Any, storage: str, compress: bool) -> None:
-    from rosbags.rosbag2 import Writer
-    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+def _write_ros2(path: Path, records: list, typestore: Any, storage: str) -> None:
+    from dpt_ros.bag.writing import open_writer
 
-    from dpt_ros.bag.writing import storage_plugin
-
-    writer = Writer(path, version=9, storage_plugin=storage_plugin(storage))
-    if compress and storage == "mcap":
-        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-    with writer:
+    writer = open_writer(path, storage)
+    try:
         connections: dict[str, Any] = {}
         for log_ns, topic, msgtype, msg in records:
             if topic not in connections:
@@ -243,6 +259,10 @@ def _write_ros2(path: Path, records: list, typestore: Any, storage: str, compres
                     topic, msgtype, typestore=typestore, offered_qos_profiles=qos
                 )
             writer.write(connections[topic], log_ns, typestore.serialize_cdr(msg, msgtype))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _LATCHED() -> list:  # noqa: N802 - a constant made on demand
@@ -254,9 +274,13 @@ def _LATCHED() -> list:  # noqa: N802 - a constant made on demand
 def _write_ros1(path: Path, records: list, ros2: Any) -> None:
     from rosbags.convert.converter import generate_message_converter
     from rosbags.rosbag1 import Writer
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     ros1 = get_typestore(Stores.ROS1_NOETIC)
+    # Noetic's store lacks tf2_msgs; its definition is one line.
+    ros1.register(
+        get_types_from_msg("geometry_msgs/TransformStamped[] transforms", "tf2_msgs/msg/TFMessage")
+    )
     converters: dict[str, Any] = {}
     cache: dict = {}
     with Writer(path) as writer:

@@ -54,6 +54,19 @@ def storage_plugin(storage: str) -> Any:
     return {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
 
 
+def open_writer(path: Path, storage: str) -> Any:
+    """An open rosbags rosbag2 Writer; MCAP with zstd chunk compression (MCAP's own, which
+    every MCAP reader handles: Foxglove, ros2 bag), sqlite3 uncompressed."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+
+    writer = Writer(path, version=9, storage_plugin=storage_plugin(storage))
+    if storage == "mcap":
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    writer.open()
+    return writer
+
+
 class OutputBag:
     """One rosbag2 being written: ``copy`` input messages, ``add`` a frame's outputs, ``close``.
 
@@ -73,16 +86,16 @@ class OutputBag:
         typestore: Any,
     ) -> None:
         from rosbags.convert.converter import create_connections_converters
-        from rosbags.rosbag2 import Writer
 
         self.path = path
         self.typestore = typestore
         self.counts: dict[str, int] = {}
         try:
-            self.writer = Writer(path, version=9, storage_plugin=storage_plugin(storage))
-            self.writer.open()
-        except Exception as error:
-            raise BagOutputError(f"{path}: cannot create the output bag: {describe_error(error)}")
+            self.writer = open_writer(path, storage)
+        except Exception as error:  # rosbags' WriterError, OSError
+            raise BagOutputError(
+                f"{path}: cannot create the output bag: {describe_error(error)}"
+            ) from None
         # ROS 2 input: raw bytes with the input's own definitions; ROS 1: converted to ROS 2.
         store = None if reader.is2 else typestore
         self._connections, self._converters = quiet(
@@ -237,10 +250,7 @@ def copy_bag(source: Path, writer: Any) -> int:
 
 def write_merged(parts: Sequence[Path], output: Path, storage: str) -> int:
     """One rosbag2 at ``output`` (must not exist) holding every message of ``parts``."""
-    from rosbags.rosbag2 import Writer
-
-    writer = Writer(output, version=9, storage_plugin=storage_plugin(storage))
-    writer.open()
+    writer = open_writer(output, storage)
     try:
         count = sum(copy_bag(part, writer) for part in parts)
     except BaseException:

@@ -74,6 +74,18 @@ def _to_message_bytes(values: np.ndarray) -> array.array:
     return out
 
 
+class _MessageBuffer:
+    """Allocates the ``array.array('B')`` a message will own and hands out a writable numpy
+    view of it, so a packer writes the message's bytes in place (no copy afterwards)."""
+
+    def __init__(self) -> None:
+        self.data = array.array("B")
+
+    def __call__(self, nbytes: int) -> np.ndarray:
+        self.data = array.array("B", b"\0") * nbytes
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+
 # ---------------------------------------------------------------------------------------------
 # images out
 
@@ -163,7 +175,8 @@ def xyzrgb_to_pointcloud2(
     ``is_dense`` telling whether any point is non-finite; otherwise the cloud is flattened to
     one row and points with a non-finite coordinate are dropped (``is_dense`` True).
     """
-    fields = pointcloud2_fields(points, rgb, organized)
+    buffer = _MessageBuffer()
+    fields = pointcloud2_fields(points, rgb, organized, buffer=buffer)
     msg = PointCloud2()
     msg.header = copy_header(header)
     msg.height, msg.width = fields["height"], fields["width"]
@@ -175,7 +188,7 @@ def xyzrgb_to_pointcloud2(
     msg.point_step = fields["point_step"]
     msg.row_step = fields["row_step"]
     msg.is_dense = fields["is_dense"]
-    msg.data = _to_message_bytes(fields["data"])
+    msg.data = buffer.data
     return msg
 
 

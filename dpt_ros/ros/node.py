@@ -481,8 +481,11 @@ class DepthNode(Node):
             )
 
     # ------------------------------------------------------------------ callbacks
-    def _on_image(self, msg: Image | CompressedImage, info: Any = None) -> None:
-        """Store the raw message only: decoding waits for the worker to take this frame."""
+    def _on_image(self, msg: Image | CompressedImage, info: Any) -> None:
+        """Store the raw message only: decoding waits for the worker to take this frame.
+
+        Two parameters without defaults: rclpy passes the MessageInfo (publisher gid and
+        sequence number) only to a callback that cannot be called with the message alone."""
         try:
             lost = self._sequence_gap(info)
             dropped = self._slot.put(_Incoming(msg, time.perf_counter()))
