@@ -54,6 +54,8 @@ from dpt_ros.display import CloudWindow, Window, display_problem, gui_problem
 from dpt_ros.export import (
     ExportError,
     atomic_output,
+    depth_file_names,
+    model_metadata,
     write_color_png,
     write_depth_png,
     write_inverse_depth_png,
@@ -464,9 +466,10 @@ def save_snapshot(
 ) -> list[Path]:
     """Write one snapshot into ``folder`` (created) and return the files written.
 
-    ``NAME_input.png`` (the frame), ``NAME_depth.npy`` (float32: metres, NaN unknown, when
-    ``metric`` is given; else the relative inverse depth), ``NAME_depth.png`` (16-bit:
-    millimetres, or min-max scaled relative inverse depth; see dpt_ros.export), ``NAME_view.png``
+    ``NAME_input.png`` (the frame); the depth files named by ``export.depth_file_names`` so
+    they say what they hold: ``NAME_depth_m.npy`` + ``NAME_depth_mm.png`` (float32 metres, NaN
+    unknown; 16-bit millimetres) when ``metric`` is given, else ``NAME_inverse_depth.npy`` +
+    ``NAME_inverse_depth.png`` (relative inverse depth; 16-bit min-max scaled); ``NAME_view.png``
     (the side-by-side view) and ``NAME_cloud.ply`` (Open3D). Without Open3D the PLY is skipped
     with a warning that says what to install.
     """
@@ -478,11 +481,12 @@ def save_snapshot(
     write_color_png(path, rgb, meta)
     written.append(path)
     if metric is not None or relative is not None:
+        names = depth_file_names(name, metric is not None)
         depth = metric if metric is not None else relative
-        path = base.with_name(f"{name}_depth.npy")
+        path = folder / names["npy"]
         write_npy(path, np.asarray(depth, np.float32))
         written.append(path)
-        path = base.with_name(f"{name}_depth.png")
+        path = folder / names["png"]
         if metric is not None:
             write_depth_png(path, metric, metadata=meta)
         else:
@@ -653,8 +657,7 @@ class Demo:
         name = time.strftime("snapshot_%Y%m%d-%H%M%S") + f"_{frame.index:06d}"
         meta = {
             "dpt_ros.source": settings.source,
-            "dpt_ros.model": settings.model.model,
-            "dpt_ros.weights": settings.model.weights or "released",
+            **model_metadata(settings.model.model, settings.model.weights),
             "dpt_ros.frame_index": str(frame.index),
         }
         cloud = self._cloud(result, frame.rgb)

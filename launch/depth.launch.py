@@ -6,10 +6,11 @@
 
 Parameters come from ``config_file`` (default: the package's config/depth.yaml); the launch
 arguments in PARAMETER_ARGUMENTS override it only when given (an empty argument keeps the
-file's value). Input topics are remapped from the camera namespace; outputs (depth, points,
-segmentation, ...) appear in ``namespace``. The node process (and only it: the variable does not
-leak into launch files that include this one) gets the package's large shared-memory Fast DDS
-profile unless FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE are already set.
+file's value). Input topics are remapped from the camera namespace; outputs (depth/image,
+points, segmentation/image, ... as in dpt_ros.topics) appear in ``namespace``. The node
+process (and only it: the variable does not leak into launch files that include this one) gets
+the package's large shared-memory Fast DDS profile unless FASTDDS_DEFAULT_PROFILES_FILE /
+FASTRTPS_DEFAULT_PROFILES_FILE are already set.
 """
 
 from __future__ import annotations

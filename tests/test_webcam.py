@@ -311,12 +311,12 @@ def test_metric_snapshot_contents(tmp_path: Path, capsys: pytest.CaptureFixture)
     name = ply.name.removesuffix("_cloud.ply")
     rgb = cv2.cvtColor(cv2.imread(str(snapdir / f"{name}_input.png")), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(rgb, cv2.cvtColor(cv2.imread(str(images[0])), cv2.COLOR_BGR2RGB))
-    depth = np.load(snapdir / f"{name}_depth.npy")
+    depth = np.load(snapdir / f"{name}_depth_m.npy")
     assert depth.shape == (61, 97) and depth.dtype == np.float32
     valid = np.isfinite(depth)
     assert 0 < valid.sum() < depth.size  # the black square is invalid
     assert np.nanmin(depth) > 0 and np.nanmax(depth) <= 10.5  # (bicubic overshoot at edges)
-    png = cv2.imread(str(snapdir / f"{name}_depth.png"), cv2.IMREAD_UNCHANGED)
+    png = cv2.imread(str(snapdir / f"{name}_depth_mm.png"), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.shape == depth.shape
     np.testing.assert_array_equal(png[valid], np.rint(depth[valid].astype(np.float64) * 1000))
     assert (png[~valid] == 0).all()
@@ -345,11 +345,11 @@ def test_relative_snapshot_cloud_uses_relative_units(
     assert code == 0, err
     assert "point cloud in relative units" in err
     (ply,) = snapdir.glob("*_cloud.ply")
-    inverse = np.load(next(snapdir.glob("*_depth.npy")))
+    inverse = np.load(next(snapdir.glob("*_inverse_depth.npy")))
     pseudo = webcam.relative_to_pseudo_depth(inverse)[::2, ::2]
     points = np.asarray(o3d.io.read_point_cloud(str(ply)).points)
     assert len(points) == np.isfinite(pseudo).sum() > 0
-    png = next(snapdir.glob("*_depth.png"))
+    png = next(snapdir.glob("*_inverse_depth.png"))
     from dpt_ros.export import read_png_metadata
 
     assert "relative inverse depth" in read_png_metadata(png)["dpt_ros.content"]
