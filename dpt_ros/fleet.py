@@ -572,7 +572,7 @@ def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
     """
     try:
         options = FleetOptions.from_args(args)
-        _check_devices(args, jobs, options)
+        _check_settings(args, jobs, options)
         import_ray()
     except FleetError as exc:
         print(f"dpt_bag: error: {exc}", file=sys.stderr)
@@ -611,8 +611,14 @@ def main(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def _check_devices(args: argparse.Namespace, jobs: Sequence[Any], options: FleetOptions) -> None:
-    """GPUs come from Ray's reservation, so the device setting must agree with it."""
+def _check_settings(args: argparse.Namespace, jobs: Sequence[Any], options: FleetOptions) -> None:
+    """Settings that cannot work on Ray. GPUs come from Ray's reservation, so the device
+    setting must agree with it; a preview video is one per chunk, not one per bag."""
+    if options.chunk_seconds > 0 and any("preview" in job.options.exports for job in jobs):
+        raise FleetError(
+            "--export preview with --chunk-seconds: every chunk would make its own preview and "
+            "contact sheet; run the bag without --chunk-seconds for its preview"
+        )
     if "," in str(getattr(args, "device", None) or ""):
         raise FleetError(
             "--device lists several devices; with --ray, Ray places tasks on GPUs: give "

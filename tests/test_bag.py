@@ -254,7 +254,43 @@ def _copy_without(source: Path, target: Path, topic: str) -> None:
                 writer.write(conns[c.id], t, raw)
 
 
+def test_malformed_messages_are_skipped_and_counted(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import Writer
+
+    from dpt_ros.bag.reading import open_bag
+
+    bag = tmp_path / "bag"
+    write_synthetic_bag(bag, frames=4, cameras=(SMALL,), encode=encode)
+    broken = tmp_path / "broken"
+    images = 0
+    with open_bag(bag) as reader, Writer(broken, version=9) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=reader.typestore)
+                 for c in reader.connections}  # fmt: skip
+        for c, t, raw in reader.messages():
+            if c.topic == "/cam/image_raw":
+                images += 1
+                if images == 2:  # a data length that does not match step * height
+                    msg = reader.deserialize(raw, c.msgtype)
+                    msg.data = msg.data[:-7]
+                    raw = reader.typestore.serialize_cdr(msg, c.msgtype)
+                elif images == 3:  # bytes that do not deserialise at all
+                    raw = bytes(raw[:40])
+            writer.write(conns[c.id], t, raw)
+    report = process_bag(broken, tmp_path / "out", options(), depth_model=gray_inverse_depth())
+    assert (report.frames_in, report.frames_out) == (4, 2)
+    reasons = "; ".join(report.skipped)
+    assert "frame: malformed image: Image data length is wrong" in reasons
+    assert "frame: malformed image (cannot be deserialised)" in reasons
+    assert report.malformed["malformed image"] == 2
+    # Both are still copied unchanged into the output.
+    with open_bag(tmp_path / "out") as reader:
+        copied = [bytes(raw) for c, _, raw in reader.messages() if c.topic == "/cam/image_raw"]
+    with open_bag(broken) as reader:
+        assert copied == [bytes(r) for c, _, r in reader.messages() if c.topic == "/cam/image_raw"]
+
+
 # ============================================================================ real bags
+@pytest.mark.slow
 def test_kitti_bags(sampledata_dir: Path, tmp_path: Path) -> None:
     bags = sampledata_dir / "rosbag2"
     for name, image in (
@@ -373,6 +409,7 @@ def _cli(*args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_output_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     write_synthetic_bag(bag, frames=12, cameras=(SMALL,), encode=encode, lidar_outlier_share=0.1)
@@ -422,6 +459,30 @@ def test_truncated_bag_names_the_file(drive, tmp_path: Path, capsys) -> None:  #
     assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 
+def test_corrupt_middle_stops_or_is_skipped_with_skip_bad(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    bag = tmp_path / "bag"
+    # 256x192 frames: the MCAP has several chunks, and one in the middle is damaged.
+    write_synthetic_bag(bag, frames=12, cameras=(CameraSpec("/cam", 256, 192),))
+    mcap = next(bag.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    middle = int(len(data) * 0.55)
+    data[middle : middle + 2000] = bytes(b ^ 0x5A for b in data[middle : middle + 2000])
+    mcap.write_bytes(bytes(data))
+    args = [str(bag), "--model", "tests.ros_helpers:gray_inverse_depth", "--net-size", "64"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bag}: the bag is corrupt or truncated after log time" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "a.partial").exists()
+    report = tmp_path / "report.json"
+    assert main([*args, "--out", str(tmp_path / "b"), "--skip-bad", "--report", str(report)]) == 0
+    import json
+
+    data = json.loads(report.read_text())["bags"][0]
+    assert data["bad_messages"] and 0 < data["frames_out"] < 12
+    assert "unreadable:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_two_bags_with_two_workers(drive, tmp_path: Path) -> None:  # noqa: ANN001
     path, _ = drive
     second = tmp_path / "second"
@@ -555,6 +616,17 @@ def test_every_input_problem_is_one_line(
     assert expected in err, err
     assert err.startswith("dpt_bag: error: ") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and not Path(out).exists()
+
+
+def test_a_model_that_cannot_load_is_one_line_and_leaves_nothing(
+    drive, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
+    path, _ = drive
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--model", "no_such_model", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown model 'no_such_model'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 
 def test_library_errors_are_bag_errors(tmp_path: Path) -> None:

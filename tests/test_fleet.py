@@ -23,7 +23,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +162,16 @@ def run_local(inputs: list[Path], out: Path, *extra: str) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def netns() -> None:
+def local_ray_env() -> Iterator[dict[str, str]]:
+    """The environment for drivers that start a local Ray instance (``--ray``) in a namespace
+    of their own; Ray's session files go to a short-lived folder, not /tmp/ray."""
     problem = fleet_helpers.netns_problem()
     if problem:
         # On a developer's machine without root; CI (root) turns this skip into a failure.
         pytest.skip(f"no loopback-only network namespace for Ray: {problem}")
+    ray_tmp = tempfile.mkdtemp(prefix="dpt_ray_")  # short: unix socket paths <= 107 bytes
+    yield fleet_helpers.ray_env(RAY_TMPDIR=ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +187,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def head(netns: None, tmp_path_factory: pytest.TempPathFactory):
+def head(local_ray_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
     """One Ray head (2 CPUs) for the module's ``--ray ADDRESS`` runs."""
     work = tmp_path_factory.mktemp("ray_head")
     head = RayHead(work, DPT_TEST_DIE_ONCE=str(work / "died_once")).start()
@@ -195,11 +202,13 @@ def run_on_head(head: RayHead, args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
-def run_with_local_ray(args: list[str]) -> tuple[subprocess.CompletedProcess, list]:
+def run_with_local_ray(
+    env: dict[str, str], args: list[str]
+) -> tuple[subprocess.CompletedProcess, list]:
     """Run a driver that starts its own Ray (``--ray``) in a fresh namespace; returns it and the
     processes still alive in that namespace once it exited (there should be none)."""
     proc = subprocess.Popen(
-        fleet_helpers.in_netns(args), env=fleet_helpers.ray_env(), stdout=subprocess.PIPE,
+        fleet_helpers.in_netns(args), env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     netns = fleet_helpers.own_netns(proc)
@@ -211,11 +220,12 @@ def run_with_local_ray(args: list[str]) -> tuple[subprocess.CompletedProcess, li
 
 
 # ============================================================================ tests
-def test_three_bags_on_a_local_ray_equal_the_local_tool(netns, bags, tmp_path):
+def test_three_bags_on_a_local_ray_equal_the_local_tool(local_ray_env, bags, tmp_path):
     out = tmp_path / "ray"
     report = tmp_path / "report.json"
     done, left = run_with_local_ray(
-        bag_args(bags["short"], out, "--ray", "--workers", "2", "--report", str(report))
+        local_ray_env,
+        bag_args(bags["short"], out, "--ray", "--workers", "2", "--report", str(report)),
     )
     assert done.returncode == 0, done.stderr
     assert not left, f"Ray processes left behind after the run: {left}"
@@ -233,12 +243,21 @@ def test_three_bags_on_a_local_ray_equal_the_local_tool(netns, bags, tmp_path):
 def test_a_chunked_long_bag_equals_its_sequential_run(head, bags, tmp_path):
     long, ref = bags["long"], bags["ref"] / bags["long"].name
     out = tmp_path / "chunked"
-    done = run_on_head(head, bag_args([long], out, "--ray", head.address, "--chunk-seconds", "2"))
+    report = tmp_path / "report.json"
+    done = run_on_head(
+        head,
+        bag_args([long], out, "--ray", head.address, "--chunk-seconds", "2", "--export", "npy",
+                 "--report", str(report)),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "frame(s) 4 chunks" in done.stderr, done.stderr
     assert done.stderr.count(" done, ") == 4, done.stderr  # a progress line per chunk
     unequal = assert_same_messages(out, ref, tolerance=1e-5)
     assert not out.with_name(out.name + ".chunks").exists()
+    # Every chunk's per-frame exports end up in the one output, where the report says.
+    (where,) = json.loads(report.read_text())["bags"][0]["exports"].values()
+    assert Path(where).parent.parent == out / "exports"
+    assert len(list(Path(where).glob("*.npy"))) == 40  # 8 s at 5 Hz
     # The warm-up is what makes it equal: without it the filter restarts at each chunk.
     cold = tmp_path / "cold"
     done = run_on_head(
@@ -280,11 +299,11 @@ def test_a_corrupt_bag_is_reported_and_the_others_finish(head, bags, tmp_path):
     assert not (out / bags["corrupt"].name).exists()
 
 
-def test_ctrl_c_stops_the_run_and_leaves_no_ray_process(netns, bags, tmp_path):
+def test_ctrl_c_stops_the_run_and_leaves_no_ray_process(local_ray_env, bags, tmp_path):
     out = tmp_path / "interrupted"
     args = bag_args([*bags["short"], bags["long"]], out, "--ray", "--workers", "2", model=SLOW)
     proc = subprocess.Popen(
-        fleet_helpers.in_netns(args), env=fleet_helpers.ray_env(), stdout=subprocess.PIPE,
+        fleet_helpers.in_netns(args), env=local_ray_env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
     )  # fmt: skip
     netns = fleet_helpers.own_netns(proc)
@@ -319,6 +338,7 @@ def test_ray_options_are_checked_before_anything_starts(bags, tmp_path, capsys):
         (["--device", "cuda"], "needs --gpus-per-task"),
         (["--gpus-per-task", "1"], "add --device cuda"),
         (["--ray", "drive_9"], "'drive_9' is not a Ray address"),  # an input, taken by --ray
+        (["--chunk-seconds", "2", "--export", "preview"], "--export preview with --chunk"),
     ]:
         assert main([*base, *args]) == 2, args
         err = capsys.readouterr().err

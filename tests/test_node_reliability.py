@@ -579,36 +579,45 @@ def test_qos_overrides_take_effect(rigs, peer) -> None:
     assert peer.get_parameters(node, list(QOS_OVERRIDES)) == list(QOS_OVERRIDES.values())
 
 
-def test_integer_arrays_are_typed_alike_at_start_up_and_run_time(rigs, peer) -> None:
+def test_run_time_values_are_typed_as_at_start_up(rigs, peer) -> None:
+    """What ``ros2 param set`` sends: integers for floats, ``[]`` as an empty bool array, the
+    empty name; the start-up value (an integer array in the command line) is floats."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import get_parameter_value
+
     rig = rigs["raw"]
     node = f"{rig.ns}/depth_node"
     (start_value,) = peer.get_parameters(node, ["lidar_T_cam_lidar"])
     assert all(isinstance(v, float) for v in start_value)
-    integers = [int(round(v)) for v in np.eye(4).ravel()]
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
     client = peer.node.create_client(SetParameters, f"{node}/set_parameters")
+
+    def ros2_param_set(name: str, text: str):
+        request = SetParameters.Request(
+            parameters=[ParameterMsg(name=name, value=get_parameter_value(text))]
+        )
+        future = client.call_async(request)
+        assert peer.wait_for(future.done, TIMEOUT)
+        return future.result().results[0]
+
     try:
         assert client.wait_for_service(timeout_sec=TIMEOUT)
-        request = SetParameters.Request()
-        request.parameters = [
-            Parameter(
-                "lidar_T_cam_lidar", Parameter.Type.INTEGER_ARRAY, integers
-            ).to_parameter_msg()
+        identity = "[" + ", ".join(str(int(v)) for v in np.eye(4).flat) + "]"
+        for name, text in (("lidar_T_cam_lidar", identity), ("align.gate", "1")):
+            result = ros2_param_set(name, text)
+            assert result.successful, (name, result.reason)
+        assert peer.get_parameters(node, ["lidar_T_cam_lidar", "align.gate"]) == [
+            list(np.eye(4).flat),
+            1.0,
         ]
-        future = client.call_async(request)
-        assert peer.wait_for(future.done, TIMEOUT)
-        (result,) = future.result().results
+        result = ros2_param_set("lidar_translation", "[]")  # already empty: stays valid
         assert result.successful, result.reason
-        request.parameters = [Parameter("", Parameter.Type.INTEGER, 1).to_parameter_msg()]
-        future = client.call_async(request)
-        assert peer.wait_for(future.done, TIMEOUT)
-        (result,) = future.result().results
+        result = ros2_param_set("", "1")
         assert not result.successful and "unknown parameter ''" in result.reason
     finally:
         peer.node.destroy_client(client)
-        assert peer.set_parameters(node, {"lidar_T_cam_lidar": start_value})[0].successful
+        reset = {"lidar_T_cam_lidar": start_value, "align.gate": 0.3}
+        assert all(r.successful for r in peer.set_parameters(node, reset))
     (value,) = peer.get_parameters(node, ["lidar_T_cam_lidar"])
     assert value == start_value
 
@@ -643,6 +652,33 @@ def test_a_failing_model_and_a_dead_worker_are_supervised(rigs, peer) -> None:
     assert "the worker thread died (SystemExit" in log
     assert "no camera_info within" in log
     assert "Logger severity cannot be changed" not in log
+
+
+def test_drops_are_counted_by_place(rigs, peer) -> None:
+    """A burst: whatever did not reach the callback is counted from the publisher's sequence
+    gaps (reader queue), whatever reached it was processed or replaced in the slot."""
+    rig = rigs["sigint"]  # input_depth 1, best effort (the camera-driver default), 0.4 s/frame
+    assert rig.served(rig.send_frame(lidar=False, info=False))
+    keys = ("images_in", "frames_processed", "frames_idle", "dropped.slot", "dropped.reader_queue")
+    before = counters(rig.status(), *keys)
+    burst = [rig.next_stamp() for _ in range(60)]
+    for stamp in burst:
+        peer.publish(rig.image_topic(False), rig.valid_image(stamp))
+    assert rig.served(burst[-1])  # the newest frame always gets through
+
+    def settled(status: DiagnosticStatus) -> bool:
+        now = counters(status, *keys)
+        seen = now["images_in"] + now["dropped.reader_queue"]
+        handled = now["frames_processed"] + now["frames_idle"] + now["dropped.slot"]
+        total = before["images_in"] + before["dropped.reader_queue"] + len(burst)
+        return seen >= total and handled == now["images_in"]
+
+    after = rig.status(settled)
+    delta = {k: v - before[k] for k, v in counters(after, *keys).items()}
+    assert delta["images_in"] + delta["dropped.reader_queue"] == len(burst), delta
+    assert delta["dropped.reader_queue"] > 0 or delta["dropped.slot"] > 0, delta
+    assert delta["frames_processed"] < len(burst), delta
+    assert "rate_sent_hz" in values(after) and "rate_in_hz" in values(after)
 
 
 # ---------------------------------------------------------------------------- signals

@@ -120,6 +120,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="interleave the systems in this many rounds (0: one frame per round on the CPU, "
         "one round on CUDA, where the engine needs runs of frames to pipeline)",
     )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="an image file to use as the frames (resized to --size) instead of synthetic ones",
+    )
+    parser.add_argument(
+        "--init-errors",
+        action="store_true",
+        help="also measure each engine's error on dpt_ros' own random initialisation (the "
+        "fan-in weights shared with transformers make the random network chaotic)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-in-flight", type=int, default=2)
     parser.add_argument(
@@ -603,6 +615,12 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(config, depth_model=ours)
     device = engine.device
     frames = synthetic_frames(width, height)
+    if args.image is not None:
+        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SystemExit(f"error: cannot read image {args.image}")
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        frames = [np.ascontiguousarray(image[:, :, ::-1])]
     net_hw = transforms.network_input_size(height, width, args.net_size)
 
     systems: dict[str, Callable[[list[np.ndarray]], list[Record]]] = {}
@@ -656,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {name: summarise(tally) for name, tally in tallies.items()}
     variants = variant_table(results, engines, reference, frames[0], setup, transformers_system)
+    if args.init_errors:
+        init_errors(variants, args, config, frames[0])
     ratios: dict[str, float] = {}
     for base in ("forward", "naive", "transformers"):
         if "engine" in results and base in results:
@@ -757,6 +777,31 @@ def variant_table(results, engines, reference, rgb, setup, transformers_system) 
     return table
 
 
+def init_errors(variants: dict, args, config: EngineConfig, rgb: np.ndarray) -> None:
+    """Adds error_median_init / error_max_init: each engine system's depth error against our
+    fp32 output with dpt_ros' own random initialisation (``create_model(model, 'random')``),
+    one engine at a time."""
+    from dpt_ros.model import create_model
+
+    model = create_model(args.model, "random")
+    fp32 = dataclasses.replace(
+        config, precision="fp32", channels_last=False, compile=False, cuda_graphs=False
+    )
+    expected = Engine(fp32, depth_model=copy.deepcopy(model)).infer(rgb).depth
+    scale = max(float(expected.max() - expected.min()), 1e-12)
+    for name, row in variants.items():
+        if name == "engine":
+            engine = Engine(config, depth_model=copy.deepcopy(model))
+        elif name.startswith("engine["):
+            engine = build_variant(name[len("engine[") : -1], config, model)
+        else:
+            continue
+        error = np.abs(engine.infer(rgb).depth.astype(np.float64) - expected) / scale
+        row["error_median_init"] = float(np.median(error))
+        row["error_max_init"] = float(error.max())
+        del engine
+
+
 def same_weights_checks(engine, hf, rgb, args, device, net_hw) -> dict:
     """Proof that the systems compute the same network: ours vs transformers on one tensor,
     and the engine vs the authors' pipeline (preprocess_image, forward, resize back)."""
@@ -823,6 +868,7 @@ def print_table(report: dict) -> None:
         print(
             f"\n{'engine system':<24}{'ms/frame':>10}{'vs transf.':>11}{'vs fp32':>9}"
             f"{'err med %':>10}{'err max %':>10}{'setup s':>9}{'1st s':>8}"
+            f"{'init med %':>11}{'init max %':>11}"
         )
     for name, row in report["variants"].items():
 
@@ -835,6 +881,10 @@ def print_table(report: dict) -> None:
             f"{cell('vs_engine[fp32]', 9, '.3f')}{row['error_median'] * 100:10.3f}"
             f"{row['error_max'] * 100:10.3f}{cell('setup_s', 9, '.1f')}"
             f"{cell('first_frame_s', 8, '.1f')}"
+            + "".join(
+                "-".rjust(11) if key not in row else f"{row[key] * 100:11.3f}"
+                for key in ("error_median_init", "error_max_init")
+            )
         )
     for note in report["notes"]:
         print(f"note: {note}")

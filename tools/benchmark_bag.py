@@ -256,15 +256,21 @@ def child_memory(bag: Path, out: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean(dim=1) + 2.0
 
-    report = process_bag(
-        bag, out, BagOptions.from_config(None, {"net_size": 64}), depth_model=Mean()
-    )
+    from dpt_ros.engine import Engine, EngineConfig
+
+    # Everything imported and the engine built first: the growth after this is the bag's.
+    engine = Engine(EngineConfig(model=None, net_size=64), depth_model=Mean())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    options = BagOptions.from_config(None, {"net_size": 64})
+    report = process_bag(bag, out, options, engine=engine)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(
         json.dumps(
             {
                 "frames": report.frames_out,
                 "max_rss_mib": round(rss, 1),
+                "max_rss_before_processing_mib": round(before, 1),
+                "growth_while_processing_mib": round(rss - before, 1),
                 "wall_s": round(report.wall_s, 2),
             }
         )
@@ -287,6 +293,21 @@ def measure_memory(bag: Path, work: Path) -> dict:
     return data
 
 
+def compare_speed(bag: Path, work: Path, args: argparse.Namespace) -> dict:
+    """The three systems on the same bag, one after the other, and their ratios."""
+    result = {"bag_tool": run_bag_tool(bag, work, args)}
+    result["pipeline_loop"] = run_pipeline_loop(bag, args)
+    if not args.skip_node:
+        result["node_dds"] = run_node(bag, args)
+    tool = result["bag_tool"]["frames_per_s"]
+    result["ratio_bag_tool_to_pipeline_loop"] = round(
+        tool / result["pipeline_loop"]["frames_per_s"], 3
+    )
+    if "node_dds" in result:
+        result["ratio_bag_tool_to_node_dds"] = round(tool / result["node_dds"]["frames_per_s"], 3)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dpt_hybrid")
@@ -299,6 +320,7 @@ def main() -> int:
     parser.add_argument("--memory-frames", type=int, default=20, help="the sample's length")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--skip-node", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory part")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--child-memory", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -320,18 +342,8 @@ def main() -> int:
             "cpu_count": os.cpu_count(),
             "load_average_before": os.getloadavg(),
         }
-        result["bag_tool"] = run_bag_tool(bag, work, args)
-        result["pipeline_loop"] = run_pipeline_loop(bag, args)
-        if not args.skip_node:
-            result["node_dds"] = run_node(bag, args)
-        base = result["pipeline_loop"]["frames_per_s"]
-        result["ratio_bag_tool_to_pipeline_loop"] = round(
-            result["bag_tool"]["frames_per_s"] / base, 3
-        )
-        if "node_dds" in result:
-            result["ratio_bag_tool_to_node_dds"] = round(
-                result["bag_tool"]["frames_per_s"] / result["node_dds"]["frames_per_s"], 3
-            )
+        if not args.memory_only:
+            result.update(compare_speed(bag, work, args))
         small, large = work / "mem_1x", work / "mem_10x"
         make_bag(small, args.memory_frames, args.width, args.height)
         make_bag(large, 10 * args.memory_frames, args.width, args.height)

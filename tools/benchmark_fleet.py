@@ -73,7 +73,9 @@ def run_system(name: str, bags: list[Path], out: Path, args: argparse.Namespace)
     if args.weights:
         argv += ["--weights", args.weights]
     start = time.perf_counter()
-    done = subprocess.run(argv, env=fleet_helpers.ray_env(), capture_output=True, text=True)
+    # Ray's session files in the benchmark's folder, not /tmp/ray.
+    env = fleet_helpers.ray_env(RAY_TMPDIR=str(out.parent / "ray"))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")

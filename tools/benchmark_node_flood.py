@@ -176,6 +176,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    if not 0 <= args.warmup < min(args.low_seconds, args.seconds) - 1:
+        parser.error("--warmup must leave at least 1 s of each phase to measure")
 
     from dpt_ros.ros.convert import make_header, rgb_to_image
     from dpt_ros.synthetic import make_scene

@@ -249,25 +249,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         context = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_worker, job, devices[i % len(devices)]) for i, job in enumerate(jobs)
-            ]
-            for future in futures:
-                data, message, code = future.result()
-                if message is not None:
-                    failures.append((message, code))
-                else:
-                    reports.append(_report_from(data))
-    weights = (args.weights if args.weights is not None else None) or ""
+        try:
+            with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+                futures = [
+                    pool.submit(_worker, job, devices[i % len(devices)])
+                    for i, job in enumerate(jobs)
+                ]
+                for future in futures:
+                    data, message, code = future.result()
+                    if message is not None:
+                        failures.append((message, code))
+                    else:
+                        reports.append(_report_from(data))
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
+            return 130
+    random_weights = jobs[0].options.settings.node.model.weights == "random"
+    for report in reports:
+        if random_weights and report.fits_ok == 0 and RANDOM_WEIGHTS_NOTE not in report.notes:
+            report.notes.append(RANDOM_WEIGHTS_NOTE)
     if not args.quiet:
         for report in reports:
-            if (
-                weights == "random"
-                and report.fits_ok == 0
-                and RANDOM_WEIGHTS_NOTE not in report.notes
-            ):
-                report.notes.append(RANDOM_WEIGHTS_NOTE)
             print("\n".join(report.summary()))
     for message, _ in failures:
         print(f"{PROG}: error: {message}", file=sys.stderr)

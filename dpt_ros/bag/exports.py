@@ -28,11 +28,8 @@ SHEET_TILES = 6
 PREVIEW_FPS = 10.0
 
 
-def _tile(rgb: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
-    if picture is None:
-        return np.zeros(
-            (TILE_HEIGHT, int(round(rgb.shape[1] * TILE_HEIGHT / rgb.shape[0])), 3), np.uint8
-        )
+def _tile(picture: np.ndarray) -> np.ndarray:
+    """``picture`` scaled to the preview's row height (INTER_AREA), aspect kept."""
     width = max(2, int(round(picture.shape[1] * TILE_HEIGHT / picture.shape[0])))
     return cv2.resize(picture, (width, TILE_HEIGHT), interpolation=cv2.INTER_AREA)
 
@@ -98,22 +95,24 @@ class Exporter:
             else:
                 self._count("ply skipped (no cloud)")
         if "preview" in self.wanted:
-            depth = None
+            tiles = [_tile(rgb)]
             if relative is not None:
                 viz = self.viz
-                depth = depth_picture(
-                    metric,
-                    relative,
-                    colormap=viz.colormap,
-                    min_depth=viz.min_depth,
-                    max_depth=viz.max_depth,
+                tiles.append(
+                    _tile(
+                        depth_picture(
+                            metric,
+                            relative,
+                            colormap=viz.colormap,
+                            min_depth=viz.min_depth,
+                            max_depth=viz.max_depth,
+                        )
+                    )
                 )
-            labels = None
             if result.labels is not None:
-                labels = segmentation_picture(rgb, result.labels, self.viz.overlay_alpha)
-            tiles = [_tile(rgb, rgb), _tile(rgb, depth)]
-            if labels is not None:
-                tiles.append(_tile(rgb, labels))
+                tiles.append(
+                    _tile(segmentation_picture(rgb, result.labels, self.viz.overlay_alpha))
+                )
             strip = np.concatenate(tiles, axis=1)
             folder = self._dir(camera, ".preview_tiles")
             with export.atomic_output(folder / f"{log_ns:020d}.jpg") as tmp:

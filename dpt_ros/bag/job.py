@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -227,7 +228,7 @@ class BagJob:
         with open_bag(path) as reader:
             tf = TfBuffer()
             plan = self._plan(reader, tf)
-            journal = work.start(identity, self.resume, self.overwrite)
+            journal = work.check(identity, self.resume, self.overwrite)
             report = JobReport(**journal["report"]) if journal.get("report") else JobReport()
             report.input, report.output = str(self.input), str(self.output)
             if plan.malformed_tf_static and not journal.get("report"):
@@ -238,7 +239,8 @@ class BagJob:
                     report.notes.append(note)
             from dpt_ros.pipeline import Pipeline
 
-            engine = self._make_engine()
+            engine = self._make_engine()  # before the work folder: a model that cannot load
+            work.start(journal, self.resume)  # leaves nothing behind
             pipeline = Pipeline(engine, self.options.settings.node.pipeline_config())
             segments = journal["segments"]
             begin = self.start_ns
@@ -251,19 +253,25 @@ class BagJob:
                     report.resumed_from_frame = report.frames_in
                 pipeline.restore_filter(decode_filter(journal["filter"]))
             if not (segments and segments[-1]["next_ns"] is None):
-                self._process(
-                    reader,
-                    path,
-                    plan,
-                    tf,
-                    pipeline,
-                    engine,
-                    work,
-                    report,
-                    begin,
-                    warm_from,
-                    progress,
-                )
+                try:
+                    self._process(
+                        reader,
+                        path,
+                        plan,
+                        tf,
+                        pipeline,
+                        engine,
+                        work,
+                        report,
+                        begin,
+                        warm_from,
+                        progress,
+                    )
+                except BagInputError:
+                    # A broken input fails the same way again: nothing worth resuming.
+                    if not self.resume:
+                        shutil.rmtree(work.path, ignore_errors=True)
+                    raise
             settings = self.options.settings
             exporter = Exporter(
                 work.exports_dir, self.options.exports, settings.png_format, settings.node.viz
@@ -293,6 +301,7 @@ class BagJob:
     ) -> None:
         options = self.options
         node = options.settings.node
+        lock = threading.Lock()  # the reader counts malformed messages into the report
         matcher = Matcher(
             reader,
             plan.topics,
@@ -303,6 +312,7 @@ class BagJob:
             warm_from=warm_from,
             T_parameters=node.lidar_transform_from_parameters,
             counters=report.malformed,
+            lock=lock,
         )
         errors: list[BaseException] = []
         stop = threading.Event()
@@ -337,7 +347,7 @@ class BagJob:
 
         def writer_thread() -> None:
             try:
-                self._write(reader, plan, engine, work, report, to_write, stop, progress)
+                self._write(reader, plan, engine, work, report, to_write, stop, progress, lock)
             except BaseException as error:
                 errors.append(error)
                 stop.set()
@@ -461,7 +471,7 @@ class BagJob:
             emit(Boundary(None, pipeline.snapshot_filter()))  # the end: close the last segment
 
     # ------------------------------------------------------------------ writer
-    def _write(self, reader, plan, engine, work: WorkDir, report, source, stop, progress):
+    def _write(self, reader, plan, engine, work: WorkDir, report, source, stop, progress, lock):
         typestore = ros2_typestore()
         factory = MessageFactory(typestore)
         node = self.options.settings.node
@@ -489,7 +499,8 @@ class BagJob:
             for key, count in exporter.counts.items():
                 report.export_counts[key] = report.export_counts.get(key, 0) + count
             exporter.counts.clear()
-            state = dataclasses.asdict(report)
+            with lock:
+                state = dataclasses.asdict(report)
             work.record(next_ns, filter_state or {}, state)
             bag = None
 

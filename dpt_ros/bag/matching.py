@@ -11,6 +11,7 @@ Events leave strictly in log-time order, so the stream can be cut anywhere betwe
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class Matcher:
         warm_from: int | None = None,
         T_parameters: np.ndarray | None = None,
         counters: dict[str, int] | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.reader = reader
         self.plan = plan
@@ -109,6 +111,7 @@ class Matcher:
         self.warm_from = warm_from if warm_from is not None else process_range[0]
         self.T_parameters = T_parameters
         self.counters = counters if counters is not None else {}
+        self.lock = lock if lock is not None else threading.Lock()  # guards ``counters``
         inp = settings.input
         self.lookahead_ns = int((max(inp.lidar_stamp_tolerance, 0.0) + LOOKAHEAD_S) * 1e9)
         self.info_tolerance_ns = int(inp.camera_info_tolerance * 1e9)
@@ -123,7 +126,8 @@ class Matcher:
 
     # ------------------------------------------------------------------ feeding
     def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+        with self.lock:
+            self.counters[key] = self.counters.get(key, 0) + 1
 
     def observe(self, connection: Any, log_ns: int, raw: Any) -> None:
         """Feed a message to the buffers only (context before the processed range)."""

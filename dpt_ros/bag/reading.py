@@ -24,6 +24,8 @@ CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 TF_TYPES = ("tf2_msgs/msg/TFMessage", "tf/msg/tfMessage")
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+SKIP_STEP_NS = 100_000_000  # --skip-bad: where to try again after a broken part
+MAX_BREAKS = 1000
 
 
 def bag_path(path: str | Path) -> Path:
@@ -86,25 +88,32 @@ def stream(
     bad: list[str] | None = None,
 ) -> Iterator[tuple[Any, int, Any]]:
     """``reader.messages(...)`` with read errors turned into BagInputError naming the file and
-    the log time of the last good message. With ``skip_bad`` a broken read ends the stream
-    (what comes after a broken chunk cannot be reached) and the reason is appended to ``bad``.
+    the log time of the last good message. With ``skip_bad`` the stream goes on
+    ``SKIP_STEP_NS`` further on (past the broken chunk, a step at a time) and each break is
+    appended to ``bad``.
     """
     last = None
-    iterator = reader.messages(connections=connections, start=start, stop=stop)
+    end = int(reader.end_time) if skip_bad else None
     while True:
+        iterator = reader.messages(connections=connections, start=start, stop=stop)
         try:
-            item = next(iterator)
-        except StopIteration:
+            for item in iterator:
+                if last is not None and item[1] < last:
+                    continue  # re-read after a restart: already given
+                last = item[1]
+                yield item
             return
-        except Exception as error:
+        except Exception as error:  # rosbags, zstd, lz4, sqlite3 errors of a broken file
             where = "before the first message" if last is None else f"after log time {last} ns"
             message = f"{path}: the bag is corrupt or truncated {where}: {describe_error(error)}"
-            if skip_bad and bad is not None:
+            if not skip_bad or bad is None:
+                raise BagInputError(message) from None
+            if not bad or bad[-1] != message:  # one line per break, not per retry
                 bad.append(message)
+            base = max(v for v in (last, start, int(reader.start_time)) if v is not None)
+            start = base + SKIP_STEP_NS
+            if (stop is not None and start >= stop) or start > end or len(bad) > MAX_BREAKS:
                 return
-            raise BagInputError(message) from None
-        last = item[1]
-        yield item
 
 
 # ============================================================================ topics

@@ -88,10 +88,15 @@ class WorkDir:
         self.exports_dir = self.path / "exports"
         self.journal: dict[str, Any] = {}
 
-    def start(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:
-        """Create a fresh work folder, or with ``resume`` load the journal of the existing one
-        (BagOutputError when there is none or it belongs to another input or options)."""
+    def check(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:
+        """The journal to continue (``resume``) or a fresh one; changes nothing on disk.
+
+        BagOutputError when there is nothing to resume, the journal belongs to another input
+        or other options, or an interrupted run's folder is in the way of a fresh run.
+        """
         if resume:
+            if not self.journal_path.is_file() and self.output.exists():
+                raise BagOutputError(f"{self.output} is complete already: nothing to resume")
             if not self.journal_path.is_file():
                 raise BagOutputError(
                     f"{self.output}: nothing to resume (no {self.journal_path}); run without "
@@ -108,23 +113,28 @@ class WorkDir:
                         f"{key} ({journal.get(key)!r}, now {value!r}); start over with "
                         "--overwrite"
                     )
+            return journal
+        if self.path.exists() and not overwrite:
+            raise BagOutputError(
+                f"{self.path} exists (an interrupted run): continue it with --resume or start "
+                "over with --overwrite"
+            )
+        return {"version": JOURNAL_VERSION, **identity, "segments": []}
+
+    def start(self, journal: dict[str, Any], resume: bool) -> None:
+        """Make the folder ready for ``journal`` (from ``check``): a fresh one, or the resumed
+        one without the segment that was being written when the run stopped."""
+        self.journal = journal
+        if resume:
             done = {s["dir"] for s in journal["segments"]}
             for stale in self.segments_dir.glob("*"):
                 if stale.name not in done:
-                    shutil.rmtree(stale)  # the segment the run was writing when it stopped
-            self.journal = journal
-            return journal
+                    shutil.rmtree(stale)
+            return
         if self.path.exists():
-            if not overwrite:
-                raise BagOutputError(
-                    f"{self.path} exists (an interrupted run): continue it with --resume or "
-                    "start over with --overwrite"
-                )
-            shutil.rmtree(self.path)
+            shutil.rmtree(self.path)  # check() allowed it: --overwrite
         self.segments_dir.mkdir(parents=True)
-        self.journal = {"version": JOURNAL_VERSION, **identity, "segments": []}
         self._save()
-        return self.journal
 
     def segment_path(self) -> Path:
         return self.segments_dir / f"{len(self.journal['segments']):05d}"

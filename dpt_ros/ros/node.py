@@ -120,6 +120,7 @@ WARN_PERIOD_S = 5.0  # per reason: one kind of problem never hides another
 CAMERA_INFO_BUFFER = 30
 RECENT_REASONS = 5  # latest distinct problems shown in /diagnostics
 SUPERVISE_PERIOD_S = 0.5
+MAX_PUBLISHERS_TRACKED = 64  # image publishers whose sequence numbers are followed
 # The QoS policies users may override per topic (rclpy's qos_overrides.* parameters).
 QOS_OVERRIDES = (
     QoSPolicyKind.HISTORY,
@@ -267,7 +268,7 @@ def _as_python(value: Any) -> Any:
 
 
 def _floats(param: Parameter) -> list[float]:
-    return [float(v) for v in param.value]
+    return [float(v) for v in param.value or ()]
 
 
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
@@ -474,7 +475,8 @@ class DepthNode(Node):
             if name.startswith(_FOREIGN_PREFIXES) and not self.has_parameter(name)
         )
         if stray:
-            declared = sorted({n.rsplit(".", 1)[0] for n in self._parameters if "qos_" in n})
+            names = self.get_parameters_by_prefix("qos_overrides")
+            declared = sorted({name.rsplit(".", 1)[0] for name in names})
             raise ConfigError(
                 f"QoS override(s) {stray} match no publisher or subscription of this node; "
                 f"it has: {', '.join(declared)} (names are the resolved topic names)"
@@ -507,8 +509,11 @@ class DepthNode(Node):
             return 0
         key = bytes(gid.get("data", b""))
         with self._stats.lock:
-            previous = self._stats.last_sequence.get(key)
-            self._stats.last_sequence[key] = number
+            seen = self._stats.last_sequence
+            previous = seen.get(key)
+            if previous is None and len(seen) >= MAX_PUBLISHERS_TRACKED:
+                seen.clear()  # publishers that came and went: forget them, stay bounded
+            seen[key] = number
         if previous is None or number <= previous:
             return 0  # first message of this publisher, or it restarted
         return number - previous - 1
@@ -589,12 +594,14 @@ class DepthNode(Node):
 
     def _typed_changes(self, params: list[Parameter]) -> list[Parameter]:
         """Run-time values in the declared type, as at start-up (``_typed_override``): an
-        integer (array) for a float (list) parameter would otherwise fail rclpy's type check."""
+        integer (array) for a float (list) parameter, or an empty list (``ros2 param set x []``
+        sends a typed empty array), would otherwise fail rclpy's type check."""
         known = spec_by_name(NodeSettings)
         out = []
         for param in params:
             kind = (known[param.name].kind if param.name in known else None, param.type_)
-            if kind == ("float_list", Parameter.Type.INTEGER_ARRAY):
+            empty_list = kind[0] == "float_list" and not _as_python(param.value)
+            if kind == ("float_list", Parameter.Type.INTEGER_ARRAY) or empty_list:
                 param = Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, _floats(param))
             elif kind == ("float", Parameter.Type.INTEGER):
                 param = Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
