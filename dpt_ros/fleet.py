@@ -347,14 +347,17 @@ def _chunks_dir(job: Any) -> Path:
     return output.with_name(output.name + CHUNKS_SUFFIX)
 
 
+def _part_path(job: Any, index: int) -> Path:
+    return _chunks_dir(job) / f"part-{index:04d}"
+
+
 def _chunk_job(job: Any, index: int, start_ns: int, end_ns: int, warmup_s: float | None) -> Any:
     """The job for one chunk: its own output under ``<output>.chunks/`` and log-time bounds.
 
     A chunk's output is ours alone, not the user's: whatever an earlier attempt left there is
     replaced (a chunk is short; its journal might come from a run with other bounds)."""
-    part = _chunks_dir(job) / f"part-{index:04d}"
     changes: dict[str, Any] = {
-        "output": part,
+        "output": _part_path(job, index),
         "start_ns": start_ns,
         "end_ns": end_ns,
         "overwrite": True,
@@ -546,8 +549,7 @@ def _drive(
                         False,
                     )
                     if chunks_left[i] == 0:
-                        parts = [str(_chunk_job(jobs[i], k, 0, 0, None).output)
-                                 for k in range(outcomes[i].chunks)]  # fmt: skip
+                        parts = [str(_part_path(jobs[i], k)) for k in range(outcomes[i].chunks)]
                         pending[merge.remote(jobs[i], parts, chunk_reports[i])] = ("merge", i, -1)
                 else:  # a whole bag, or the merge of its chunks
                     done(i, value)

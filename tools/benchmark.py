@@ -674,6 +674,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {name: summarise(tally) for name, tally in tallies.items()}
     variants = variant_table(results, engines, reference, frames[0], setup, transformers_system)
+    for name, row in variants.items():
+        for base in ("transformers", "engine[fp32]"):
+            if name in tallies and base in tallies and base != name:
+                paired = [
+                    a / max(b, 1e-9)
+                    for a, b in zip(tallies[name].block_ms, tallies[base].block_ms, strict=True)
+                ]
+                row[f"vs_{base}_paired"] = float(np.median(paired))
     if args.init_errors:
         init_errors(variants, args, config, frames[0])
     ratios: dict[str, float] = {}
@@ -866,7 +874,9 @@ def print_table(report: dict) -> None:
         print(f"check {name}: {value}")
     if report["variants"]:
         print(
-            f"\n{'engine system':<24}{'ms/frame':>10}{'vs transf.':>11}{'vs fp32':>9}"
+            "\n(vs: ratios of medians; paired: median of per-round ratios)\n"
+            f"{'engine system':<24}{'ms/frame':>10}{'vs transf.':>11}{'paired':>8}{'vs fp32':>9}"
+            f"{'paired':>8}"
             f"{'err med %':>10}{'err max %':>10}{'setup s':>9}{'1st s':>8}"
             f"{'init med %':>11}{'init max %':>11}"
         )
@@ -878,7 +888,8 @@ def print_table(report: dict) -> None:
 
         print(
             f"{name:<24}{cell('ms_per_frame', 10, '.1f')}{cell('vs_transformers', 11, '.3f')}"
-            f"{cell('vs_engine[fp32]', 9, '.3f')}{row['error_median'] * 100:10.3f}"
+            f"{cell('vs_transformers_paired', 8, '.3f')}{cell('vs_engine[fp32]', 9, '.3f')}"
+            f"{cell('vs_engine[fp32]_paired', 8, '.3f')}{row['error_median'] * 100:10.3f}"
             f"{row['error_max'] * 100:10.3f}{cell('setup_s', 9, '.1f')}"
             f"{cell('first_frame_s', 8, '.1f')}"
             + "".join(

@@ -68,8 +68,14 @@ class JobPlan:
 class BagJob:
     """Process one bag, or the chunk ``[start_ns, end_ns)`` of its log time, into ``output``.
 
-    See /work/notes/bag_api.md (and the README) for the contract: atomic output, resume,
-    chunks with a ``warmup_s`` overlap, one-line BagError for every input problem.
+    ``output`` (a rosbag2 folder) appears only when complete (``dpt_ros.bag.segments``); an
+    existing one is refused unless ``overwrite``; ``resume`` continues an interrupted run.
+    A chunk copies the input messages and writes the outputs whose log time is in
+    ``[start_ns, end_ns)``; the images of the ``warmup_s`` seconds before ``start_ns`` only
+    feed the temporal filter, so merged chunks (``merge_bags``) match a sequential run once the
+    filter has converged. ``engine`` reuses a built ``Engine`` (its device wins);
+    ``depth_model`` / ``segmentation_model`` are torch modules standing in for the configured
+    ones. Every input or output problem is a one-line ``BagError``.
     """
 
     def __init__(

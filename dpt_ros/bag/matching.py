@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dpt_ros.bag.reading import CAMERA_INFO, POINT_CLOUD, TopicPlan
+from dpt_ros.bag.reading import TopicPlan
 from dpt_ros.config import NodeSettings
 from dpt_ros.geometry import CameraModel
 from dpt_ros.messages import (
@@ -306,11 +306,3 @@ class Matcher:
             f"and /tf (frames: {self.tf.frames or 'none'})"
             + ("" if source == "tf" else " and none in the settings")
         )
-
-
-def is_info(connection: Any) -> bool:
-    return connection.msgtype == CAMERA_INFO
-
-
-def is_cloud(connection: Any) -> bool:
-    return connection.msgtype == POINT_CLOUD

@@ -26,6 +26,7 @@ Run: ``python -m dpt_ros.ros.node --ros-args -p model:=dpt_hybrid -p weights:=ra
 from __future__ import annotations
 
 import bisect
+import gc
 import math
 import re
 import signal
@@ -50,7 +51,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
@@ -82,6 +83,7 @@ from dpt_ros.ros.convert import (
     ImageConversionError,
     PointCloudConversionError,
     camera_info_to_camera,
+    camera_to_camera_info,
     compressed_to_rgb,
     copy_header,
     depth_to_image,
@@ -89,7 +91,6 @@ from dpt_ros.ros.convert import (
     mono8_to_image,
     pointcloud2_to_xyz,
     rgb_to_image,
-    scale_camera_info,
     stamp_to_ns,
     xyzrgb_to_pointcloud2,
 )
@@ -282,8 +283,13 @@ def _reason_of(error: BaseException) -> str:
 
 
 # ============================================================================ the node
-class DepthNode(Node):
-    """Declares the parameters, loads the models, wires topics and runs the worker thread.
+class DepthNode(LifecycleNode):
+    """A managed node (ROS 2 lifecycle, design article "Managed nodes"): the constructor
+    declares and checks the parameters and starts /diagnostics; ``configure`` loads the models
+    and runs one warm-up frame, ``activate`` creates the subscriptions and publishers and
+    starts the worker thread, ``deactivate`` stops the worker and removes them, ``cleanup``
+    frees the models (and the CUDA cache), ``shutdown`` does what is needed from any state.
+    ``autostart`` (a parameter, read by ``main``) configures and activates at start-up.
 
     ``depth_model`` / ``segmentation_model`` (torch modules) override the configured names; the
     command line reaches the same through ``model:=package.module:callable``.
@@ -303,49 +309,157 @@ class DepthNode(Node):
         self._reasons: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._warn_lock = threading.Lock()
         self._running = False
+        self._models = (depth_model, segmentation_model)
+        self._engine: Any = None
+        self._pipeline: Pipeline | None = None
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._image_topic = ""
+        self._worker: threading.Thread | None = None
+        self._slot = LatestSlot()
+        # Why the last transition failed, in one line (main's "cannot start" when autostarting).
+        self.transition_failure = ""
         self._settings = self._declare_parameters()
         settings = self._settings
-        log = self.get_logger()
         self._transforms: LidarTransformSource | None = None
         if settings.input.use_lidar:
             self._transforms = self._make_transform_source(settings)
-
-        # The engine import pulls in torch: only once the settings are known to be good.
-        from dpt_ros.engine import Engine
-
-        log.info(
-            f"loading model {settings.model.model!r} (weights "
-            f"{settings.model.weights or 'default'!r}) on {settings.model.device}"
-        )
-        self._engine = Engine(
-            settings.model.engine_config(),
-            depth_model=depth_model,
-            segmentation_model=segmentation_model,
-        )
-        self._pipeline = Pipeline(self._engine, settings.pipeline_config())
-
-        self._slot = LatestSlot()
         self._camera_infos = StampedBuffer(CAMERA_INFO_BUFFER)
         self._scans = StampedBuffer(settings.input.lidar_buffer_size)
-        self._create_topics(settings)
-        self._check_qos_overrides()
         self.add_pre_set_parameters_callback(self._typed_changes)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        # /diagnostics in every state: it says which state the node is in.
+        self._diagnostics_pub = self.create_publisher(
+            DiagnosticArray,
+            "/diagnostics",
+            10,
+            qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
+        )
         self._diagnostics_timer = self.create_timer(
             settings.diagnostics_period,
             self._publish_diagnostics,
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
-        self._running = True
-        self._start_worker()
         self._supervisor = self.create_timer(
             SUPERVISE_PERIOD_S, self._supervise, callback_group=MutuallyExclusiveCallbackGroup()
         )
+
+    @property
+    def autostart(self) -> bool:
+        return self._settings.autostart
+
+    @property
+    def lifecycle_state(self) -> str:
+        """The current lifecycle state's label: unconfigured, inactive, active, finalized, ..."""
+        return str(self._state_machine.current_state[1])
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model(s) and run one warm-up frame; a failure leaves the node unconfigured
+        with one ERROR line (none when autostarting: ``main`` reports it as "cannot start")."""
+        settings = self._settings
+        log = self.get_logger()
         log.info(
-            f"ready: {self._engine.depth_semantics} depth on {settings.model.device}"
+            f"loading model {settings.model.model!r} (weights "
+            f"{settings.model.weights or 'default'!r}) on {settings.model.device}"
+        )
+        try:
+            # The engine import pulls in torch: only once the settings are known to be good.
+            from dpt_ros.engine import Engine
+
+            depth_model, segmentation_model = self._models
+            engine = Engine(
+                settings.model.engine_config(),
+                depth_model=depth_model,
+                segmentation_model=segmentation_model,
+            )
+            # One frame of the output size (VGA when unset): lazy allocations, kernel choices
+            # and the first-call costs are paid here, not by the first camera frame.
+            model = settings.model
+            engine.warmup(model.output_width or 640, model.output_height or 480, frames=1)
+        except Exception as error:  # noqa: BLE001 (any load failure: one line, stay alive)
+            clear = isinstance(error, (ConfigError, RuntimeError, ValueError, OSError, ImportError))
+            detail = "" if clear else "\n" + traceback.format_exc()
+            self.transition_failure = f"{_first_line(error) if clear else error}{detail}"
+            if not self.autostart:
+                log.error(f"configure failed, still unconfigured: {self.transition_failure}")
+            self._release_models()
+            return TransitionCallbackReturn.FAILURE
+        self._engine = engine
+        self._pipeline = Pipeline(engine, settings.pipeline_config())
+        log.info(f"configured: {engine.depth_semantics} depth on {settings.model.device}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Create the subscriptions and publishers and start the worker."""
+        try:
+            self._create_topics(self._settings)
+            self._check_qos_overrides()
+        except (ConfigError, ValueError) as error:
+            self.transition_failure = _first_line(error)
+            if not self.autostart:
+                self.get_logger().error(f"activate failed: {self.transition_failure}")
+            self._destroy_topics()
+            return TransitionCallbackReturn.FAILURE
+        self._slot = LatestSlot()
+        self._running = True
+        self._start_worker()
+        self.get_logger().info(
+            f"ready: {self._engine.depth_semantics} depth on {self._settings.model.device}"
             + (f", LiDAR transform from {self._transforms.describe}" if self._transforms else "")
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker (the frame in progress publishes nothing) and remove the topics."""
+        self._stop_worker()
+        self._destroy_topics()
+        self.get_logger().info("deactivated: no subscriptions, no outputs")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model(s) and, on CUDA, the memory torch's allocator keeps cached."""
+        self._release_models()
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From unconfigured, inactive or active: stop, remove the topics, free the models."""
+        self._stop_worker()
+        self._destroy_topics()
+        self._release_models()
+        self.get_logger().info(f"finalized (from {state.label})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: drop everything and go back to unconfigured."""
+        self._stop_worker()
+        self._destroy_topics()
+        self._release_models()
+        self.get_logger().error(f"error in a transition from {state.label}: back to unconfigured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self, timeout: float = 30.0) -> None:
+        self._running = False
+        self._slot.close()
+        worker = self._worker
+        if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
+            worker.join(timeout=timeout)
+
+    def _release_models(self) -> None:
+        engine, self._engine, self._pipeline = self._engine, None, None
+        with self._stats.lock:
+            self._stats.last = None  # holds arrays of the model's outputs
+        if engine is None:
+            return
+        engine.close()
+        del engine
+        gc.collect()  # modules in reference cycles would otherwise outlive the cleanup
+        if self._settings.model.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ set-up
     def _declare_parameters(self) -> NodeSettings:
@@ -432,8 +546,8 @@ class DepthNode(Node):
                 durability=DurabilityPolicy.VOLATILE,
             )
 
-        def subscribe(msg_type: type, topic: str, callback: Any) -> None:
-            self.create_subscription(
+        def subscribe(msg_type: type, topic: str, callback: Any) -> Any:
+            subscription = self.create_subscription(
                 msg_type,
                 topic,
                 callback,
@@ -441,11 +555,15 @@ class DepthNode(Node):
                 callback_group=MutuallyExclusiveCallbackGroup(),
                 qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
             )
+            self._subs.append(subscription)
+            return subscription
 
         if inp.image_transport == "compressed":
-            subscribe(CompressedImage, IMAGE_COMPRESSED, self._on_image)
+            image = subscribe(CompressedImage, IMAGE_COMPRESSED, self._on_image)
         else:
-            subscribe(Image, IMAGE, self._on_image)
+            image = subscribe(Image, IMAGE, self._on_image)
+        # Resolved (namespace, remaps): what image_type 'auto' reads the image's kind from.
+        self._image_topic = image.topic_name
         subscribe(CameraInfo, CAMERA_INFO, self._on_camera_info)
         if inp.use_lidar:
             subscribe(PointCloud2, LIDAR_POINTS, self._on_points)
@@ -459,12 +577,14 @@ class DepthNode(Node):
             )
             for topic in OUTPUT_TOPICS
         }
-        self._diagnostics_pub = self.create_publisher(
-            DiagnosticArray,
-            "/diagnostics",
-            10,
-            qos_overriding_options=QoSOverridingOptions(QOS_OVERRIDES),
-        )
+
+    def _destroy_topics(self) -> None:
+        pubs, self._pubs = self._pubs, {}
+        subs, self._subs = self._subs, []
+        for subscription in subs:
+            self.destroy_subscription(subscription)
+        for publisher in pubs.values():
+            self.destroy_publisher(publisher)
 
     def _check_qos_overrides(self) -> None:
         """A qos_overrides.* value for no topic of this node is a typo: refuse it by name."""
