@@ -194,6 +194,12 @@ class ModelSettings:
         read_only=True,
     )
     compile: bool = _param(False, "torch.compile the network at start-up", read_only=True)
+    int8: bool = _param(
+        False,
+        "CPU: quantise the network's Linear layers to int8 (dynamic; ~20% faster with bf16, "
+        "depth error ~0.1% of the range)",
+        read_only=True,
+    )
     backend: str = _param(
         "pytorch",
         "tensorrt: TensorRT engines through torch-tensorrt (CUDA; pip install "
@@ -214,6 +220,8 @@ class ModelSettings:
             raise ConfigError(f"parameter 'precision': {problem}")
         if self.backend == "tensorrt" and self.device == "cpu":
             raise ConfigError("parameter 'backend': 'tensorrt' needs CUDA (device 'cpu')")
+        if self.int8 and self.device != "cpu":
+            raise ConfigError(f"parameter 'int8': CPU only (device {self.device!r})")
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -236,6 +244,7 @@ class ModelSettings:
             threads=self.threads or None,
             cuda_graphs=None if self.cuda_graphs else False,
             compile=self.compile,
+            int8=self.int8,
             backend=self.backend,
         )
 
@@ -422,6 +431,12 @@ class NodeSettings:
     )
     diagnostics_period: float = _param(
         1.0, "seconds between /diagnostics messages", range=(0.05, 3600.0), read_only=True
+    )
+    autostart: bool = _param(
+        True,
+        "the node is a lifecycle (managed) node: true = configure and activate itself at "
+        "start-up; false = wait unconfigured for a lifecycle manager (ros2 lifecycle set)",
+        read_only=True,
     )
 
     def __post_init__(self) -> None:

@@ -45,6 +45,7 @@ from torch import nn
 from dpt_ros import transforms
 from dpt_ros.graph_cache import GraphCache
 from dpt_ros.precision import cpu_native_bf16, precision_problem, resolve_precision
+from dpt_ros.quantize import quantize_linear_int8
 from dpt_ros.trt_backend import TensorRTBackend
 
 LOG = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class EngineConfig:
     ``cuda_graphs``: None = on for CUDA (a forward is captured once its input shape has been
     seen ``graph_after`` times; at most ``max_graphs`` graphs and ``graph_memory_mib`` of
     device memory kept, least recently used dropped first), off on the CPU; False = off.
+    ``int8`` (CPU): the Linear layers dynamically quantised (`dpt_ros.quantize`).
     ``backend='tensorrt'`` (CUDA): `dpt_ros.trt_backend` engines per input shape, cached in
     ``trt_cache_dir`` (default ~/.cache/dpt_ros/tensorrt); PyTorch when unavailable.
     """
@@ -95,6 +97,7 @@ class EngineConfig:
     max_graphs: int = 8
     graph_memory_mib: int = 4096
     compile: bool = False
+    int8: bool = False
     backend: str = "pytorch"
     trt_cache_dir: str | None = None
     max_in_flight: int = 2
@@ -133,6 +136,8 @@ class EngineConfig:
             raise ValueError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.backend == "tensorrt" and self.device == "cpu":
             raise ValueError("backend 'tensorrt' needs CUDA (EngineConfig.device='cuda')")
+        if self.int8 and self.device != "cpu":
+            raise ValueError("int8 (dynamic quantisation of the Linear layers) is CPU only")
         for name in ("graph_after", "max_graphs", "graph_memory_mib"):
             value = getattr(self, name)
             if not (_is_positive_int(value) or value == 0) or isinstance(value, bool):
@@ -357,6 +362,8 @@ class Engine:
                 f"the segmentation model has output_semantics {semantics!r}, expected 'labels'"
             )
         module = module.eval().requires_grad_(False).to(self.device)
+        if self.config.int8:
+            module = quantize_linear_int8(module)
         if self._channels_last:
             module = module.to(memory_format=torch.channels_last)
         eager = module

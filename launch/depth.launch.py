@@ -37,6 +37,7 @@ PARAMETER_ARGUMENTS = {
     "image_transport": "image_transport",
     "use_lidar": "use_lidar",
     "use_sim_time": "use_sim_time",
+    "autostart": "autostart",
 }
 
 # node input topic (relative) -> (namespace argument or "", topic argument, suffix): the remap
@@ -193,6 +194,12 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
             ),
             description="Fast DDS XML profile (default: the environment's, else the package's "
             "large shared-memory profile)",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="",
+            description="configure and activate the lifecycle node at start-up (true/false; "
+            "false leaves it to a lifecycle manager; '' = config file)",
         ),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
     ]

@@ -76,6 +76,24 @@ def gray_inverse_depth() -> Any:
     return GrayInverseDepth()
 
 
+# A test sees when the node loads and frees a model: every tracked stand-in touches
+# $DPT_TEST_MODELS/loaded.<n> when made and released.<n> when garbage-collected.
+MODELS_ENV = "DPT_TEST_MODELS"
+
+
+def tracked_gray_inverse_depth() -> Any:
+    """Plug-in: ``gray_inverse_depth`` whose creation and release are marked by files in
+    $DPT_TEST_MODELS (``loaded.<n>``, ``released.<n>``; n counts the models made)."""
+    import weakref
+
+    module = gray_inverse_depth()
+    folder = Path(os.environ[MODELS_ENV])
+    n = len(list(folder.glob("loaded.*")))
+    (folder / f"loaded.{n}").touch()
+    weakref.finalize(module, (folder / f"released.{n}").touch)
+    return module
+
+
 def ground_rows() -> Any:
     """Plug-in for real street images: output = image row, 0 at the top, 1 at the bottom.
 

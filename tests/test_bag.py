@@ -436,10 +436,19 @@ def test_sigkill_leaves_no_output_and_resume_equals_an_uninterrupted_run(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and journal.is_file()
-    resumed = _cli(str(bag), "--out", str(out), *common, "--resume")
+    resumed = _cli(str(bag), "--out", str(out), *common, "--resume", "--report",
+                   str(tmp_path / "resumed.json"))  # fmt: skip
     assert resumed.wait(120) == 0, resumed.communicate()
-    reference = _cli(str(bag), "--out", str(tmp_path / "reference"), *common)
+    reference = _cli(str(bag), "--out", str(tmp_path / "reference"), *common, "--report",
+                     str(tmp_path / "reference.json"))  # fmt: skip
     assert reference.wait(120) == 0, reference.communicate()
+    import json
+
+    summaries = [json.loads((tmp_path / f"{name}.json").read_text())["bags"][0]
+                 for name in ("resumed", "reference")]  # fmt: skip
+    keys = ("frames_in", "frames_out", "fits_tried", "fits_ok", "median_scale", "skipped")
+    assert [{k: r[k] for k in keys} for r in summaries][0] == {k: summaries[1][k] for k in keys}
+    assert summaries[0]["resumed_from_frame"] > 0
     got = sorted((t, log, raw) for t, _, log, _, raw in read(out))
     want = sorted((t, log, raw) for t, _, log, _, raw in read(tmp_path / "reference"))
     assert len(got) == len(want) and got == want

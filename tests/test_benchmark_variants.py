@@ -16,6 +16,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import benchmark  # noqa: E402
 
+from dpt_ros.quantize import _AnyFloatLinear, quantize_linear_int8  # noqa: E402
+
 
 class TinyLinearDepth(nn.Module):
     """Patchify conv, a per-pixel MLP (nn.Linear, what int8 quantises), depth head."""
@@ -44,8 +46,8 @@ def test_int8_linear_layers_run_under_bf16_autocast() -> None:
     x = torch.randn(1, 3, 8, 8)
     with torch.inference_mode():
         expected = model(x)
-        quantized = benchmark.quantize_linear_int8(TinyLinearDepth())
-        wrapped = [m for m in quantized.modules() if isinstance(m, benchmark._AnyFloatLinear)]
+        quantized = quantize_linear_int8(TinyLinearDepth())
+        wrapped = [m for m in quantized.modules() if isinstance(m, _AnyFloatLinear)]
         assert len(wrapped) == 2
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = quantized(x)

@@ -190,3 +190,40 @@ def cv2_resize_float64(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
     image = cv2.resize(rgb / 255.0, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)
     return ((image - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+class TinyMlpDepth(TinyDepth):
+    """TinyDepth with a per-pixel MLP: nn.Linear layers for int8 to quantise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mlp = nn.Sequential(nn.Linear(3, 16), nn.GELU(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mlp(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_int8_linear_layers_stay_close_to_fp32(precision: str) -> None:
+    from dpt_ros.quantize import _AnyFloatLinear
+
+    rgb = frame()
+    model = TinyMlpDepth()
+    expected = Engine(EngineConfig(model=None, net_size=64), model).infer(rgb).depth
+    config = EngineConfig(model=None, net_size=64, precision=precision, int8=True)
+    engine = Engine(config, model)
+    assert sum(isinstance(m, _AnyFloatLinear) for m in engine.depth_model.modules()) == 2
+    assert isinstance(model.mlp[0], nn.Linear)  # the caller's model is left as it was
+    depth = engine.infer(rgb).depth
+    error = np.abs(depth - expected) / (expected.max() - expected.min())
+    assert 0 < error.max() < 0.05
+
+
+def test_int8_is_cpu_only() -> None:
+    with pytest.raises(ValueError, match="int8 .* is CPU only"):
+        EngineConfig(model=None, device="cuda", int8=True)
+    with pytest.raises(ConfigError, match="parameter 'int8': CPU only"):
+        ModelSettings(device="cuda", int8=True)
+    assert ModelSettings(int8=True).engine_config().int8 is True

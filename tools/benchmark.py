@@ -52,8 +52,8 @@ from dpt_ros import transforms  # noqa: E402
 from dpt_ros.engine import PRECISIONS, STAGES, Engine, EngineConfig  # noqa: E402
 
 SYSTEMS = ("engine", "forward", "naive", "transformers")
-# Engine options tried against each other (--variants). "int8": dynamic int8 quantisation of
-# every nn.Linear (torch.ao; the ViT's attention and MLP), activations quantised per call.
+# Engine options tried against each other (--variants). "int8": EngineConfig.int8, dynamic int8
+# quantisation of every nn.Linear (torch.ao; the ViT's attention and MLP).
 VARIANTS: dict[str, dict] = {
     "fp32": {"precision": "fp32", "channels_last": False},
     "fp32+cl": {"precision": "fp32", "channels_last": True},
@@ -64,7 +64,8 @@ VARIANTS: dict[str, dict] = {
     "int8+bf16+cl": {"precision": "bf16", "channels_last": True, "int8": True},
     "compile": {"precision": "fp32", "channels_last": True, "compile": True},
     "bf16+cl+compile": {"precision": "bf16", "channels_last": True, "compile": True},
-    "fp16": {"precision": "fp16", "cuda_graphs": False},
+    "fp32-eager": {"precision": "fp32", "cuda_graphs": False},
+    "fp16-eager": {"precision": "fp16", "cuda_graphs": False},
     "fp16+graphs": {"precision": "fp16"},
     "fp32+graphs": {"precision": "fp32"},
     "bf16+graphs": {"precision": "bf16"},
@@ -141,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CUDA graphs of the engine (default: the engine's, on for CUDA)",
     )
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--int8", action="store_true", help="EngineConfig.int8 (CPU)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0 or args.rounds < 0:
@@ -611,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         max_in_flight=args.max_in_flight,
         cuda_graphs=args.cuda_graphs,
         compile=args.compile,
+        int8=args.int8,
     )
     engine = Engine(config, depth_model=ours)
     device = engine.device
@@ -721,41 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class _AnyFloatLinear(torch.nn.Module):
-    """A dynamically quantised Linear that takes any float input: autocast hands it bf16,
-    which the int8 kernel does not accept."""
-
-    def __init__(self, linear: torch.nn.Module) -> None:
-        super().__init__()
-        self.linear = linear
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return self.linear(x.float()).to(x.dtype)
-
-
-def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every nn.Linear (weights per tensor, activations per call;
-    VNNI kernels through fbgemm/oneDNN)."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.quantization import quantize_dynamic
-
-    quantized = quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
-    for module in list(quantized.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, DynamicLinear):
-                setattr(module, child_name, _AnyFloatLinear(child))
-    return quantized
-
-
 def build_variant(name: str, base: EngineConfig, model: torch.nn.Module) -> Engine:
     """The engine with VARIANTS[name]'s options on its own copy of `model`'s weights."""
-    options = dict(VARIANTS[name])
-    int8 = options.pop("int8", False)
-    model = copy.deepcopy(model)
-    if int8:
-        model = quantize_linear_int8(model)
-    return Engine(dataclasses.replace(base, **options), depth_model=model)
+    options = VARIANTS[name]
+    return Engine(dataclasses.replace(base, **options), depth_model=copy.deepcopy(model))
 
 
 def variant_table(results, engines, reference, rgb, setup, transformers_system) -> dict:

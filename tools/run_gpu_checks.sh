@@ -24,3 +24,11 @@ for model in dpt_hybrid dpt_large; do
             --json "$OUT_DIR/bench_${model}_${precision}.json" 2>&1 | tail -n 30
     done
 done
+# Every GPU option side by side: eager, CUDA graphs (the default), TensorRT when installed.
+for model in dpt_hybrid dpt_large; do
+    echo "== $model variants"
+    $PY tools/benchmark.py --model "$model" --weights random --device cuda --size 640x480 \
+        --net-size 384 --frames "$FRAMES" --systems engine,forward,transformers \
+        --variants fp32-eager,fp16-eager,fp32+graphs,fp16+graphs,bf16+graphs,tensorrt-fp16 \
+        --json "$OUT_DIR/bench_${model}_variants.json" 2>&1 | tail -n 30
+done

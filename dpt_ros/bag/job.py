@@ -235,7 +235,10 @@ class BagJob:
             tf = TfBuffer()
             plan = self._plan(reader, tf)
             journal = work.check(identity, self.resume, self.overwrite)
-            report = JobReport(**journal["report"]) if journal.get("report") else JobReport()
+            report = JobReport()
+            if journal.get("report"):
+                counters = {k: v for k, v in journal["report"].items() if k != "scales_count"}
+                report = JobReport(**counters, scales=work.scales())
             report.input, report.output = str(self.input), str(self.output)
             if plan.malformed_tf_static and not journal.get("report"):
                 report.malformed["malformed tf_static"] = plan.malformed_tf_static
@@ -486,6 +489,7 @@ class BagJob:
             work.exports_dir, self.options.exports, self.options.settings.png_format, node.viz
         )
         bag: OutputBag | None = None
+        recorded_scales = [len(report.scales)]  # those in scales.txt already
 
         def close(next_ns: int | None, filter_state: dict | None) -> None:
             nonlocal bag
@@ -507,7 +511,10 @@ class BagJob:
             exporter.counts.clear()
             with lock:
                 state = dataclasses.asdict(report)
-            work.record(next_ns, filter_state or {}, state)
+            scales = state.pop("scales")
+            state["scales_count"] = len(scales)
+            work.record(next_ns, filter_state or {}, state, scales[recorded_scales[0] :])
+            recorded_scales[0] = len(scales)
             bag = None
 
         while not stop.is_set():

@@ -84,6 +84,7 @@ class WorkDir:
         self.output = output
         self.path = output.with_name(output.name + ".partial")
         self.journal_path = self.path / "journal.json"
+        self.scales_path = self.path / "scales.txt"
         self.segments_dir = self.path / "segments"
         self.exports_dir = self.path / "exports"
         self.journal: dict[str, Any] = {}
@@ -113,6 +114,7 @@ class WorkDir:
                         f"{key} ({journal.get(key)!r}, now {value!r}); start over with "
                         "--overwrite"
                     )
+            self.journal = journal
             return journal
         if self.path.exists() and not overwrite:
             raise BagOutputError(
@@ -130,6 +132,8 @@ class WorkDir:
             for stale in self.segments_dir.glob("*"):
                 if stale.name not in done:
                     shutil.rmtree(stale)
+            scales = self.scales()  # drop those of the unfinished segment
+            self.scales_path.write_text("".join(f"{value!r}\n" for value in scales))
             return
         if self.path.exists():
             shutil.rmtree(self.path)  # check() allowed it: --overwrite
@@ -139,12 +143,31 @@ class WorkDir:
     def segment_path(self) -> Path:
         return self.segments_dir / f"{len(self.journal['segments']):05d}"
 
-    def record(self, boundary_ns: int | None, filter_state: dict, report: dict) -> None:
-        """A segment is closed: the next one starts at ``boundary_ns`` (None: the end)."""
+    def record(
+        self, boundary_ns: int | None, filter_state: dict, report: dict, scales: list[float]
+    ) -> None:
+        """A segment is closed: the next one starts at ``boundary_ns`` (None: the end).
+
+        ``report`` is the report's counters (without its per-frame scales); ``scales`` (the
+        segment's new ones) are appended to ``scales.txt``, so the journal stays small however
+        long the bag.
+        """
+        with open(self.scales_path, "a") as f:
+            f.writelines(f"{value!r}\n" for value in scales)
+            f.flush()
+            os.fsync(f.fileno())
         self.journal["segments"].append({"dir": self.segment_path().name, "next_ns": boundary_ns})
         self.journal["filter"] = encode_filter(filter_state)
-        self.journal["report"] = report
+        self.journal["report"] = {**report, "scales_count": report.get("scales_count", 0)}
         self._save()
+
+    def scales(self) -> list[float]:
+        """The scales the journal counts (lines past them belong to an unfinished segment)."""
+        count = int(self.journal.get("report", {}).get("scales_count", 0))
+        if not count:
+            return []
+        lines = self.scales_path.read_text().splitlines()[:count]
+        return [float(line) for line in lines]
 
     def _save(self) -> None:
         tmp = self.journal_path.with_suffix(".tmp")

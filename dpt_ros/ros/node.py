@@ -19,6 +19,11 @@ image/compressed), camera_info and, with use_lidar, lidar/points. Every publishe
 subscription accepts rclpy's ``qos_overrides.<topic>.<publisher|subscription>.<policy>``
 parameters (history, depth, reliability, durability).
 
+A lifecycle (managed) node: configure loads the model(s), activate creates the topics and
+starts the worker, deactivate stops both, cleanup frees the model(s); ``autostart`` (default
+true) does configure + activate at start-up. Each output's camera_info is the pipeline's camera
+of that output's grid (``Result.camera``: binning, ROI, rectification and resizing applied).
+
 Run: ``python -m dpt_ros.ros.node --ros-args -p model:=dpt_hybrid -p weights:=random``
 (the same ``main`` as the ``depth_node`` console script and ``ros2 run dpt_ros depth_node``).
 """
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from lifecycle_msgs.msg import State
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -150,6 +156,12 @@ _FOREIGN_NAMES = (*ROS_BUILTIN_PARAMETERS, "start_type_description_service")
 
 __all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "DepthNode", "LatestSlot", "StampedBuffer", "main"]
 _CAMERA_INFO_TOPICS = {DEPTH_INFO, DEPTH_RELATIVE_INFO, SEGMENTATION_INFO}
+# The primary states with a shutdown transition (lifecycle design: all but finalized).
+_SHUTDOWN_FROM = (
+    State.PRIMARY_STATE_UNCONFIGURED,
+    State.PRIMARY_STATE_INACTIVE,
+    State.PRIMARY_STATE_ACTIVE,
+)
 
 
 # ============================================================================ hand-over
@@ -203,7 +215,6 @@ class _Scan:
 @dataclass
 class _CameraEntry:
     camera: CameraModel
-    msg: CameraInfo
 
 
 @dataclass
@@ -652,7 +663,7 @@ class DepthNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             camera = camera_info_to_camera(msg)
-            self._camera_infos.add(stamp_to_ns(msg.header.stamp), _CameraEntry(camera, msg))
+            self._camera_infos.add(stamp_to_ns(msg.header.stamp), _CameraEntry(camera))
         except CameraInfoConversionError as error:
             self._malformed("camera_info", error)
         except Exception as error:  # noqa: BLE001 (no message may end the node)
@@ -761,14 +772,15 @@ class DepthNode(LifecycleNode):
                         "all be cleared while use_lidar is true"
                     )
                 self._transforms.set_matrix(matrix)
-            self._pipeline.update_config(
-                {
-                    "align": settings.align,
-                    "refine_metric_scale": settings.refine_metric_scale,
-                    "cloud_stride": settings.cloud.stride,
-                    "cloud_organized": settings.cloud.organized,
-                }
-            )
+            if self._pipeline is not None:  # else configure builds it from the new settings
+                self._pipeline.update_config(
+                    {
+                        "align": settings.align,
+                        "refine_metric_scale": settings.refine_metric_scale,
+                        "cloud_stride": settings.cloud.stride,
+                        "cloud_organized": settings.cloud.organized,
+                    }
+                )
         except (ConfigError, ValueError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         self._settings = settings
@@ -821,7 +833,7 @@ class DepthNode(LifecycleNode):
     def _supervise(self) -> None:
         """Restart a worker thread that ended (a plug-in may raise anything, even SystemExit);
         until a frame is served again, /diagnostics says ERROR."""
-        if not self._running or self._worker.is_alive():
+        if not self._running or self._worker is None or self._worker.is_alive():
             return
         with self._stats.lock:
             death = self._stats.worker_death or "it ended without an exception"
@@ -837,7 +849,8 @@ class DepthNode(LifecycleNode):
             return self._stats.processed
 
     def _subscribed(self, topic: str) -> bool:
-        return self._pubs[topic].get_subscription_count() > 0
+        publisher = self._pubs.get(topic)  # none while inactive
+        return publisher is not None and publisher.get_subscription_count() > 0
 
     def _process(self, item: _Incoming, rgb: np.ndarray) -> None:
         taken = time.perf_counter()
@@ -863,6 +876,7 @@ class DepthNode(LifecycleNode):
             stamp_ns=stamp,
             frame_id=str(header.frame_id),
             camera=camera_entry.camera if camera_entry else None,
+            image_topic=self._image_topic,
             **frame_kwargs,
         )
         result = self._pipeline.process(
@@ -871,7 +885,7 @@ class DepthNode(LifecycleNode):
         for note in result.notes:
             self._report(note.split(":")[0], note)
         t_publish = time.perf_counter()
-        self._publish(rgb, header, result, camera_entry, settings)
+        self._publish(rgb, header, result, settings)
         done = time.perf_counter()
         timings = {f"{k}_ms": float(v) for k, v in result.timings.items()}
         timings["queue_ms"] = (taken - item.received) * 1e3
@@ -954,10 +968,11 @@ class DepthNode(LifecycleNode):
         rgb: np.ndarray,
         header: Any,
         result: Result,
-        camera_entry: _CameraEntry | None,
         settings: NodeSettings,
     ) -> None:
         sent: list[str] = []
+        # The image on the outputs' grid (rectified when the input was rectified).
+        grid_rgb = rgb if result.rgb is None else result.rgb
 
         def send(topic: str, make: Any) -> None:
             # Not once stopping: the context may be going away under the worker.
@@ -965,19 +980,20 @@ class DepthNode(LifecycleNode):
                 self._pubs[topic].publish(make())
                 sent.append(topic)
 
-        def info(topic: str, width: int, height: int) -> None:
-            if camera_entry is not None:
-                send(topic, lambda: scale_camera_info(camera_entry.msg, width, height, header))
+        def info(topic: str) -> None:
+            # The pipeline's camera of the outputs' grid (binning, ROI, rectification and
+            # resizing applied; P and its Tx kept), so each image's camera_info is exact.
+            if result.camera is not None:
+                send(topic, lambda: camera_to_camera_info(result.camera, header))
 
         if result.relative is not None:
             relative = np.ascontiguousarray(result.relative, dtype=np.float32)
-            height, width = relative.shape
             send(DEPTH_RELATIVE, lambda: depth_to_image(relative, header))
             if result.metric is not None:
                 metric = np.ascontiguousarray(result.metric, dtype=np.float32)
                 send(DEPTH, lambda: depth_to_image(metric, header))
-            info(DEPTH_RELATIVE_INFO, width, height)
-            info(DEPTH_INFO, width, height)
+            info(DEPTH_RELATIVE_INFO)
+            info(DEPTH_INFO)
             if result.points is not None:
                 send(
                     POINTS,
@@ -991,9 +1007,9 @@ class DepthNode(LifecycleNode):
             send(SEGMENTATION, lambda: mono8_to_image(labels, header))
             send(
                 SEGMENTATION_COLOR,
-                lambda: rgb_to_image(self._label_picture(rgb, labels, settings), header),
+                lambda: rgb_to_image(self._label_picture(grid_rgb, labels, settings), header),
             )
-            info(SEGMENTATION_INFO, labels.shape[1], labels.shape[0])
+            info(SEGMENTATION_INFO)
         with self._stats.lock:
             for topic in sent:
                 self._stats.published[topic] += 1
@@ -1015,7 +1031,7 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
-        settings = self._settings
+        settings, engine, state = self._settings, self._engine, self.lifecycle_state
         now = time.monotonic()
         with self._stats.lock:
             s = self._stats
@@ -1055,10 +1071,13 @@ class DepthNode(LifecycleNode):
             "model": settings.model.model,
             "weights": settings.model.weights or "default",
             "device": settings.model.device,
-            "precision": ",".join(f"{k}:{v}" for k, v in self._engine.precisions.items()),
-            "depth_semantics": self._engine.depth_semantics,
             "lidar": "off" if self._transforms is None else self._transforms.describe,
+            "lifecycle_state": state,
+            "model_loaded": str(engine is not None).lower(),
         }
+        if engine is not None:
+            values["precision"] = ",".join(f"{k}:{v}" for k, v in engine.precisions.items())
+            values["depth_semantics"] = engine.depth_semantics
         if last is not None:
             values.update(
                 {
@@ -1073,7 +1092,7 @@ class DepthNode(LifecycleNode):
             values["last_error"] = last_error
         for i, (count, text) in enumerate(recent, 1):
             values[f"reason.{i}"] = f"[{count}x] {text[:300]}"
-        level, message = DiagnosticStatus.OK, "running"
+        level, message = DiagnosticStatus.OK, "running" if state == "active" else state
         if problems:
             level, message = DiagnosticStatus.WARN, "; ".join(problems)
         if (
@@ -1096,14 +1115,11 @@ class DepthNode(LifecycleNode):
         self._diagnostics_pub.publish(array)
 
     # ------------------------------------------------------------------ shutdown
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker while the context is still valid (the frame in progress finishes
-        its computation but publishes nothing more)."""
-        self._running = False
-        self._slot.close()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=timeout)
-        self._engine.close()
+    def close(self) -> None:
+        """Shut down (lifecycle ``shutdown``) while the context is still valid: the frame in
+        progress finishes its computation but publishes nothing more, the models are freed."""
+        if self._state_machine.current_state[0] in _SHUTDOWN_FROM:
+            self.trigger_shutdown()
 
 
 _SOURCE_LOCATION = re.compile(r",? at /\S+:\d+")
@@ -1134,8 +1150,22 @@ def _params_file_problem(argv: list[str]) -> str | None:
     return None
 
 
+def _autostart(node: DepthNode) -> bool:
+    """configure, then activate, as a lifecycle manager would; False when either fails."""
+    for transition in (node.trigger_configure, node.trigger_activate):
+        if transition() != TransitionCallbackReturn.SUCCESS:
+            node.transition_failure = node.transition_failure or "a transition failed"
+            return False
+    return True
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code (non-zero on start-up failure).
+
+    With ``autostart`` (the default) the node configures and activates itself and a failure
+    of either ends the process; without it the node waits, unconfigured, for a lifecycle
+    manager (``ros2 lifecycle set``, launch_ros' LifecycleNode, nav2's lifecycle_manager). A
+    finalized node stays up, doing nothing, until the process is stopped.
 
     SIGINT and SIGTERM stop the worker before the ROS context goes (rclpy's own handlers
     would shut the context down under a worker that is still publishing): exit 0 with one
@@ -1173,6 +1203,11 @@ def main(args: list[str] | None = None) -> int:
             clear = isinstance(error, (ConfigError, RuntimeError, ValueError, OSError, ImportError))
             detail = "" if clear else "\n" + traceback.format_exc()
             logger.fatal(f"cannot start: {_first_line(error) if clear else error}{detail}")
+            rclpy.try_shutdown()
+            return 1
+        if node.autostart and not _autostart(node):
+            logger.fatal(f"cannot start: {node.transition_failure}")
+            node.destroy_node()
             rclpy.try_shutdown()
             return 1
         executor = MultiThreadedExecutor(num_threads=4)
