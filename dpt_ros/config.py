@@ -196,7 +196,7 @@ class ModelSettings:
     compile: bool = _param(False, "torch.compile the network at start-up", read_only=True)
     int8: bool = _param(
         False,
-        "CPU: quantise the network's Linear layers to int8 (dynamic; ~20% faster with bf16, "
+        "CPU: quantise the network's Linear layers to int8 (dynamic; ~15% faster with bf16, "
         "depth error ~0.1% of the range)",
         read_only=True,
     )
@@ -300,9 +300,10 @@ class InputSettings:
     )
     lidar_transform_source: str = _param(
         "auto",
-        "where T_cam_lidar comes from: 'tf' (tf2, looked up at the image stamp), 'parameters' "
+        "where T_cam_lidar comes from: 'tf' (tf2, looked up at the image stamp; without "
+        "tf2_ros the node reads /tf and /tf_static itself, which needs tf2_msgs), 'parameters' "
         "(lidar_T_cam_lidar, or lidar_translation + lidar_rotation), 'auto' = tf when tf2_ros "
-        "is importable, else the parameters",
+        "is importable, else the parameters (and /tf, /tf_static when tf2_msgs is)",
         choices=TRANSFORM_SOURCES,
         read_only=True,
     )

@@ -16,6 +16,9 @@ LIDAR_POINTS = "lidar/points"
 INPUT_TOPICS = (IMAGE, IMAGE_COMPRESSED, CAMERA_INFO, LIDAR_POINTS)
 # What a camera driver publishes (beside CAMERA_INFO); the webcam demo's --publish does too.
 IMAGE_RAW = "image_raw"
+# The transform tree (absolute, as tf2 names them): read by the bag tool from a bag, and by the
+# node itself when tf2_ros is not importable.
+TF, TF_STATIC = "/tf", "/tf_static"
 
 # Outputs.
 DEPTH = "depth/image"  # 32FC1 metres (REP 117/118: NaN unknown, +Inf beyond range, -Inf too close)

@@ -641,3 +641,189 @@ def test_a_model_that_cannot_load_is_one_line_and_leaves_nothing(
 def test_library_errors_are_bag_errors(tmp_path: Path) -> None:
     with pytest.raises(BagInputError, match="no such file"):
         BagJob(tmp_path / "none", tmp_path / "out").plan()
+
+
+# ============================================================================ output grid
+def _camera_bag(path: Path, image_topic: str, info: dict, rgb: np.ndarray, frames: int = 2):
+    """A bag with ``frames`` images on ``image_topic`` and a CameraInfo (``info``: its fields,
+    binning_x/y and roi as (x, y, h, w) included) on ``<ns>/camera_info``; returns the
+    (stamp, CameraInfo) messages written."""
+    from dpt_ros.bag.writing import open_writer, ros2_typestore
+    from dpt_ros.messages import image_fields
+
+    store = ros2_typestore()
+    t = store.types
+    info = dict(info)
+    x, y, h, w = info.pop("roi", (0, 0, 0, 0))
+    roi = t["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=x, y_offset=y, height=h, width=w, do_rectify=False
+    )
+    fields = {
+        "binning_x": 0,
+        "binning_y": 0,
+        "d": np.zeros(5),
+        "r": np.eye(3).reshape(-1),
+        "distortion_model": "plumb_bob",
+        **info,
+    }
+    fields = {
+        k: np.asarray(v, np.float64).reshape(-1) if k in "dkrp" else v for k, v in fields.items()
+    }
+    writer = open_writer(path, "mcap")
+    image_conn = writer.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=store)
+    ns = image_topic.rsplit("/", 1)[0]
+    info_conn = writer.add_connection(
+        f"{ns}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store
+    )
+    infos = []
+    for i in range(frames):
+        stamp_ns = 1_700_000_000_000_000_000 + i * 100_000_000
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        header = t["std_msgs/msg/Header"](
+            stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id="cam"
+        )
+        msg = t["sensor_msgs/msg/CameraInfo"](header=header, roi=roi, **fields)
+        image = t["sensor_msgs/msg/Image"](header=header, **image_fields(rgb, "rgb8"))
+        writer.write(info_conn, stamp_ns, store.serialize_cdr(msg, msg.__msgtype__))
+        writer.write(image_conn, stamp_ns, store.serialize_cdr(image, image.__msgtype__))
+        infos.append((stamp_ns, msg))
+    writer.close()
+    return infos
+
+
+def _textured(width: int, height: int) -> np.ndarray:
+    """Smooth random texture: rectification visibly moves it."""
+    import cv2
+
+    noise = np.random.default_rng(3).uniform(0, 255, (height // 4, width // 4, 3))
+    return (
+        cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
+
+
+def _outputs_by_name(out: Path, ns: str) -> dict[str, object]:
+    """The first message of each ``<ns>/<output>`` topic."""
+    found: dict[str, object] = {}
+    for topic, _, _, msg, _ in read(out):
+        if topic.startswith(f"{ns}/"):
+            found.setdefault(topic[len(ns) + 1 :], msg)
+    return found
+
+
+def test_rectify_feeds_the_engine_the_rectified_image_like_pipeline_process(
+    tmp_path: Path,
+) -> None:
+    from dpt_ros.engine import Engine
+    from dpt_ros.messages import camera_model_info_fields
+    from dpt_ros.pipeline import Frame, Pipeline
+
+    rgb = _textured(96, 64)
+    K = [[80.0, 0, 47.5], [0, 80.0, 31.5], [0, 0, 1]]
+    P = [[70.0, 0, 46.0, 0], [0, 70.0, 30.0, 0], [0, 0, 1, 0]]
+    info = {"width": 96, "height": 64, "k": K, "p": P, "d": [-0.35, 0.12, 0.0, 0.0, 0.0]}
+    infos = _camera_bag(tmp_path / "bag", "/cam/image_raw", info, rgb)
+    opts = options(overrides={"rectify": True})
+    report = process_bag(tmp_path / "bag", tmp_path / "out", opts, depth_model=gray_inverse_depth())
+    assert report.frames_out == 2
+    got = _outputs_by_name(tmp_path / "out", "/cam")
+
+    settings = opts.settings.node
+    engine = Engine(settings.model.engine_config(), depth_model=gray_inverse_depth())
+    pipeline = Pipeline(engine, settings.pipeline_config())
+    stamp_ns, msg = infos[0]
+    frame = Frame(
+        rgb=rgb,
+        stamp_ns=stamp_ns,
+        frame_id="cam",
+        camera=camera_info_to_camera(msg),
+        image_topic="/cam/image_raw",
+    )
+    expected = pipeline.process(frame, want_depth=True)
+    relative = image_to_depth(got[topics.DEPTH_RELATIVE])
+    np.testing.assert_allclose(relative, expected.relative, atol=1e-5)
+    # The raw image through the engine gives something else: the test can tell them apart.
+    raw = engine.infer(rgb, want_depth=True).depth
+    assert np.abs(relative - raw).max() > 0.05
+    fields = camera_model_info_fields(expected.camera)
+    for name in (topics.DEPTH_INFO, topics.DEPTH_RELATIVE_INFO):
+        out_info = got[name]
+        assert (out_info.width, out_info.height) == (fields["width"], fields["height"])
+        assert out_info.distortion_model == fields["distortion_model"]
+        for key in ("k", "d", "r", "p"):
+            np.testing.assert_allclose(getattr(out_info, key), fields[key], err_msg=key)
+    np.testing.assert_allclose(np.reshape(got[topics.DEPTH_INFO].k, (3, 3)), np.array(P)[:, :3])
+    assert not np.any(got[topics.DEPTH_INFO].d)  # rectified: no distortion left
+
+
+def test_output_camera_info_is_the_binned_resized_output_grid(tmp_path: Path) -> None:
+    # Calibrated at 192x128, delivered binned by 2 (96x64), outputs resized to 48x32.
+    K = [[100.0, 0, 95.5], [0, 100.0, 63.5], [0, 0, 1]]
+    P = [[100.0, 0, 95.5, -10.0], [0, 100.0, 63.5, 0], [0, 0, 1, 0]]
+    info = {"width": 192, "height": 128, "k": K, "p": P, "binning_x": 2, "binning_y": 2}
+    _camera_bag(tmp_path / "bag", "/cam/image_raw", info, _textured(96, 64))
+    opts = options(overrides={"output_width": 48, "output_height": 32})
+    process_bag(tmp_path / "bag", tmp_path / "out", opts, depth_model=gray_inverse_depth())
+    got = _outputs_by_name(tmp_path / "out", "/cam")
+    # Binning divides the rows (image_geometry): fx 50, cx 47.75, Tx -5 at 96x64; resizing
+    # by 0.5 keeps pixel centres: c' = (c + 0.5) * 0.5 - 0.5.
+    cx, cy = (47.75 + 0.5) * 0.5 - 0.5, (31.75 + 0.5) * 0.5 - 0.5
+    for name in (topics.DEPTH_INFO, topics.DEPTH_RELATIVE_INFO):
+        msg = got[name]
+        assert (msg.width, msg.height, msg.binning_x, msg.binning_y) == (48, 32, 0, 0)
+        assert (msg.roi.width, msg.roi.height) == (0, 0)
+        np.testing.assert_allclose(msg.k, [25.0, 0, cx, 0, 25.0, cy, 0, 0, 1])
+        np.testing.assert_allclose(msg.p, [25.0, 0, cx, -2.5, 0, 25.0, cy, 0, 0, 0, 1, 0])
+    assert got[topics.DEPTH_RELATIVE].width == 48
+
+
+@pytest.mark.parametrize("image", ["image_raw", "image_rect_color"])
+def test_image_type_auto_reads_the_bag_topic(image: str, tmp_path: Path) -> None:
+    # A distorted calibration: on image_rect* the image is already rectified (K = P, no D).
+    K = [[80.0, 0, 47.5], [0, 80.0, 31.5], [0, 0, 1]]
+    P = [[70.0, 0, 46.0, 0], [0, 70.0, 30.0, 0], [0, 0, 1, 0]]
+    info = {"width": 96, "height": 64, "k": K, "p": P, "d": [-0.35, 0.12, 0.0, 0.0, 0.0]}
+    _camera_bag(tmp_path / "bag", f"/cam/{image}", info, _textured(96, 64))
+    process_bag(tmp_path / "bag", tmp_path / "out", options(), depth_model=gray_inverse_depth())
+    msg = _outputs_by_name(tmp_path / "out", "/cam")[topics.DEPTH_INFO]
+    rectified = image != "image_raw"
+    expected_k = np.array(P)[:, :3] if rectified else np.array(K)
+    np.testing.assert_allclose(np.reshape(msg.k, (3, 3)), expected_k)
+    assert bool(np.any(msg.d)) is not rectified
+
+
+# ============================================================================ exports
+@pytest.mark.parametrize("png_format", ["mm", "kitti"])
+def test_export_names_and_metadata_match_predict(drive, png_format: str, tmp_path: Path) -> None:  # noqa: ANN001
+    from dpt_ros.export import depth_file_names, read_png_metadata
+
+    path, truth = drive
+    opts = options(
+        overrides={"png_format": png_format, "model": "dpt_hybrid", "weights": "random"},
+        exports=frozenset({"png", "npy"}),
+    )
+    process_bag(path, tmp_path / "out", opts, depth_model=gray_inverse_depth())
+    folder = tmp_path / "out" / "exports" / "cam"
+    stem = f"{truth[0].stamp_ns:019d}"
+    names = depth_file_names(stem, metric=True, png_format=png_format)
+    assert names["png"].endswith(f"_depth_{png_format}.png")
+    png, npy = folder / "depth_png" / names["png"], folder / "depth_npy" / names["npy"]
+    assert png.is_file() and npy.is_file() and npy.name.endswith("_depth_m.npy")
+    meta = read_png_metadata(png)
+    assert meta["dpt_ros.model"] == "dpt_hybrid" and meta["dpt_ros.weights"] == "random"
+    assert meta["dpt_ros.random_weights"].startswith("yes")
+    assert meta["dpt_ros.stamp_ns"] == str(truth[0].stamp_ns)
+    depth = np.load(npy)
+    true = truth[0].scene.depth
+    both = np.isfinite(true) & (true < 150) & np.isfinite(depth)
+    assert np.abs(1 / depth[both] - 1 / true[both]).max() * 255.0 * NEAR_M < INVERSE_TOLERANCE_GREY
+    # Without LiDAR there is no scale: relative inverse depth, named as predict names it.
+    opts = options(lidar_topic="", exports=frozenset({"png", "npy"}))
+    process_bag(path, tmp_path / "rel", opts, depth_model=gray_inverse_depth())
+    folder = tmp_path / "rel" / "exports" / "cam"
+    names = depth_file_names(stem, metric=False)
+    assert (folder / "depth_png" / names["png"]).name.endswith("_inverse_depth.png")
+    assert (folder / "depth_png" / names["png"]).is_file()
+    assert (folder / "depth_npy" / f"{stem}_inverse_depth.npy").is_file()
+    assert "dpt_ros.min" in read_png_metadata(folder / "depth_png" / names["png"])

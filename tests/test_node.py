@@ -598,3 +598,168 @@ def test_transform_source_from_parameters() -> None:
     np.testing.assert_allclose(source.lookup("camera", "lidar", 0), T)
     with pytest.raises(ValueError, match="rotation"):
         source.set_matrix(np.diag([2.0, 1.0, 1.0, 1.0]))
+
+
+# ============================================================================ no tf2
+def _transform_stamped(parent: str, child: str, T: np.ndarray, stamp: int):  # noqa: ANN202
+    """geometry_msgs/TransformStamped mapping ``child`` points into ``parent`` (4x4 ``T``)."""
+    from geometry_msgs.msg import TransformStamped
+
+    from dpt_ros.ros.convert import make_header
+
+    rvec = cv2.Rodrigues(np.ascontiguousarray(T[:3, :3]))[0].ravel()
+    angle = float(np.linalg.norm(rvec))
+    axis = rvec / angle if angle > 0 else np.zeros(3)
+    msg = TransformStamped()
+    msg.header = make_header(stamp, parent)
+    msg.child_frame_id = child
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in T[:3, 3])
+    q.x, q.y, q.z = (float(v) for v in axis * np.sin(angle / 2))
+    q.w = float(np.cos(angle / 2))
+    return msg
+
+
+def test_without_tf2_the_node_takes_the_lidar_transform_from_tf_static(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lidar_transform_source 'tf' on a machine without tf2_ros: the node reads /tf_static
+    (transient-local, reliable, as tf2 does) and /tf (volatile) into its own buffer, chains
+    camera <- base_link <- lidar and fits the metric scale with it. Without tf2_msgs (rclpy
+    from PyPI) nothing can publish a TFMessage: the node then subscribes with a stand-in type
+    and the test hands the /tf_static message to that subscription's callback."""
+    import threading
+    from types import SimpleNamespace
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from dpt_ros.geometry import transform_from_quaternion
+    from dpt_ros.ros import node as node_module
+    from dpt_ros.ros import tf as ros_tf
+
+    tf_message = ros_tf.tf_message_type()
+    monkeypatch.setattr(ros_tf, "tf2_available", lambda: False)
+    if tf_message is None:
+        from std_msgs.msg import Empty
+
+        monkeypatch.setattr(node_module, "tf_message_type", lambda: Empty)
+
+    scene = make_scene(320, 240, seed=2, layout="street")
+    grey = h.encode_inverse_depth(scene.depth)
+    # camera_optical <- base_link <- lidar, whose product is the scene's T_cam_lidar.
+    T_base_lidar = transform_from_quaternion((0.3, -0.1, 1.2), (0.0, 0.0, 0.2588, 0.9659))
+    T_cam_base = scene.T_cam_lidar @ np.linalg.inv(T_base_lidar)
+    params = {
+        "model": STANDIN,
+        "device": "cpu",
+        "threads": 1,
+        "use_lidar": True,
+        "lidar_transform_source": "tf",
+        "lidar_wait": 2.0,
+    }
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = node_module.DepthNode(
+        context=context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+    )
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+
+    def spin() -> None:
+        while context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:  # shutdown races
+                if not context.ok():
+                    return
+                raise
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    peer = h.TestPeer()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS, node.transition_failure
+        infos = {
+            topic: peer.wait_for(lambda t=topic: peer.node.get_subscriptions_info_by_topic(t))
+            for topic in ("/tf", "/tf_static")
+        }
+        static_qos, dynamic_qos = infos["/tf_static"][0].qos_profile, infos["/tf"][0].qos_profile
+        assert static_qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        assert static_qos.reliability == ReliabilityPolicy.RELIABLE
+        assert dynamic_qos.durability == DurabilityPolicy.VOLATILE
+
+        stamp = 1_700_000_000 * 10**9
+        chain = [
+            _transform_stamped(FRAME, "base_link", T_cam_base, stamp),
+            _transform_stamped("base_link", LIDAR_FRAME, T_base_lidar, stamp),
+        ]
+        if tf_message is not None:  # over DDS, latched as a static broadcaster does
+            latched = QoSProfile(
+                depth=1,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                reliability=ReliabilityPolicy.RELIABLE,
+            )
+            peer.node.create_publisher(tf_message, "/tf_static", latched).publish(
+                tf_message(transforms=chain)
+            )
+        else:
+            (static_sub,) = [s for s in node._subs if s.topic_name == "/tf_static"]
+            static_sub.callback(SimpleNamespace(transforms=chain))
+
+        peer.subscribe(Image, topics.DEPTH)
+        for topic, msg_type in (
+            ("image", Image),
+            ("camera_info", CameraInfo),
+            ("lidar/points", PointCloud2),
+        ):
+            peer.publisher(msg_type, topic)
+        assert peer.wait_for_subscribers(["/image", "/camera_info", "/lidar/points"])
+        assert peer.wait_for_publishers([f"/{topics.DEPTH}"])
+        depth = None
+        deadline = time.monotonic() + TIMEOUT
+        while depth is None and time.monotonic() < deadline:
+            stamp += 100_000_000
+            peer.publish("lidar/points", h.cloud_msg(scene.lidar_points, stamp, LIDAR_FRAME))
+            peer.publish("camera_info", h.camera_info_msg(scene.camera, stamp, FRAME))
+            peer.publish("image", h.image_msg(grey, stamp, FRAME))
+            depth = peer.wait_for(lambda s=stamp: peer.by_stamp(topics.DEPTH, s), 5.0)
+        assert depth is not None, "no metric depth: the transform from /tf_static was not used"
+        depth = h.image_array(depth)
+        truth = scene.depth
+        near = np.isfinite(truth) & (truth < 25.0)
+        valid = near & np.isfinite(depth)
+        assert valid.sum() > 0.95 * near.sum()
+        assert np.median(np.abs(depth[valid] - truth[valid]) / truth[valid]) < 0.02
+    finally:
+        peer.close()
+        node.trigger_shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        spinner.join(5)
+
+
+def test_transform_source_tf_without_tf2_uses_its_own_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from dpt_ros.ros import tf as ros_tf
+
+    monkeypatch.setattr(ros_tf, "tf2_available", lambda: False)
+    source = ros_tf.LidarTransformSource("tf", np.eye(4))
+    assert source.mode == "tf" and "no tf2" in source.describe
+    with pytest.raises(ros_tf.TransformUnavailable, match="frames received: none"):
+        source.lookup("camera", "lidar", 0)  # never the matrix: 'tf' means TF
+    T = np.eye(4)
+    T[:3, 3] = (1.0, 2.0, 3.0)
+    source.add_tf_message(
+        SimpleNamespace(transforms=[_transform_stamped("camera", "lidar", T, 0)]), static=True
+    )
+    np.testing.assert_allclose(source.lookup("camera", "lidar", 5), T, atol=1e-12)

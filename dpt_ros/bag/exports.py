@@ -1,11 +1,14 @@
 """``--export``: per-frame files (depth PNG, .npy, PLY) and a preview (MP4 + contact sheet).
 
 Files go under ``<output>/exports/<camera>/`` (the camera is its image topic's namespace), named
-by the input image's header stamp in nanoseconds, and are written through ``dpt_ros.export``
-(atomic, umask). The preview is built from one small JPEG tile per frame (input | depth colour |
-segmentation) kept beside the exports while the run goes on, so an interrupted run resumes it;
-when the run completes the tiles become ``preview.mp4`` (OpenCV VideoWriter) and
-``contact_sheet.png``.
+by the input image's header stamp in nanoseconds with the suffixes of
+``export.depth_file_names`` (``<stamp>_depth_m.npy``, ``<stamp>_depth_mm.png`` or
+``<stamp>_depth_kitti.png``; ``<stamp>_inverse_depth.npy`` / ``.png`` without a metric scale),
+as ``dpt_predict`` and the webcam name theirs, with the PNG text of ``export.model_metadata``,
+and are written through ``dpt_ros.export`` (atomic, umask). The preview is built from one small
+JPEG tile per frame (input | depth colour | segmentation) kept beside the exports while the run
+goes on, so an interrupted run resumes it; when the run completes the tiles become
+``preview.mp4`` (OpenCV VideoWriter) and ``contact_sheet.png``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,17 @@ def _tile(picture: np.ndarray) -> np.ndarray:
 
 
 class Exporter:
-    """Writes the wanted exports of each frame into ``root`` (``<output>/exports``)."""
+    """Writes the wanted exports of each frame into ``root`` (``<output>/exports``);
+    ``metadata`` (PNG text, e.g. ``export.model_metadata``) goes into every depth PNG."""
 
-    def __init__(self, root: Path, wanted: frozenset[str], png_format: str, viz: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        wanted: frozenset[str],
+        png_format: str,
+        viz: Any,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         unknown = sorted(set(wanted) - set(EXPORTS))
         if unknown:
             raise ValueError(f"unknown export(s) {unknown}; choose from {list(EXPORTS)}")
@@ -45,6 +56,7 @@ class Exporter:
         self.wanted = wanted
         self.png_format = png_format
         self.viz = viz
+        self.metadata = dict(metadata or {})
         self.counts: dict[str, int] = {}
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -55,36 +67,39 @@ class Exporter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def frame(self, camera: Any, result: Result, rgb: np.ndarray, log_ns: int) -> None:
-        """Export one processed frame; missing data (no metric scale, no cloud) is counted."""
+    def frame(self, camera: Any, result: Result, log_ns: int) -> None:
+        """Export one processed frame (overlays on ``result.rgb``, the image on the outputs'
+        grid); missing data (no metric scale, no cloud) is counted."""
         if not self.wanted:
             return
         name = f"{result.stamp_ns:019d}"
         try:
-            self._frame(camera, result, rgb, name, log_ns)
+            self._frame(camera, result, result.rgb, name, log_ns)
         except OSError as error:
             raise BagOutputError(f"{self.root}: cannot write exports: {error}") from None
 
     def _frame(self, camera: Any, result: Result, rgb: np.ndarray, name: str, log_ns: int) -> None:
         metric, relative = result.metric, result.relative
+        names = export.depth_file_names(name, metric is not None, self.png_format)
+        meta = {**self.metadata, "dpt_ros.stamp_ns": str(result.stamp_ns)}
         if "png" in self.wanted and relative is not None:
             folder = self._dir(camera, "depth_png")
             if metric is not None:
                 overflow = export.write_depth_png(
-                    folder / f"{name}.png", metric, png_format=self.png_format
+                    folder / names["png"], metric, png_format=self.png_format, metadata=meta
                 )
                 self._count("png", 1)
                 self._count("png out-of-range pixels (written as 0)", overflow)
             else:
-                export.write_inverse_depth_png(folder / f"{name}_relative.png", relative)
+                export.write_inverse_depth_png(folder / names["png"], relative, metadata=meta)
                 self._count("png relative (no metric scale)")
         if "npy" in self.wanted and relative is not None:
             folder = self._dir(camera, "depth_npy")
             if metric is not None:
-                export.write_npy(folder / f"{name}.npy", metric.astype(np.float32))
+                export.write_npy(folder / names["npy"], metric.astype(np.float32))
                 self._count("npy")
             else:
-                export.write_npy(folder / f"{name}_relative.npy", relative.astype(np.float32))
+                export.write_npy(folder / names["npy"], relative.astype(np.float32))
                 self._count("npy relative (no metric scale)")
         if "ply" in self.wanted:
             if result.points is not None:

@@ -34,6 +34,7 @@ from dpt_ros.bag.reading import TopicPlan, bag_path, open_bag, plan_topics, stre
 from dpt_ros.bag.report import JobReport
 from dpt_ros.bag.segments import WorkDir, decode_filter, input_identity
 from dpt_ros.bag.writing import MessageFactory, OutputBag, frame_outputs, ros2_typestore
+from dpt_ros.export import model_metadata
 from dpt_ros.tf_buffer import TfBuffer
 
 QUEUE_SIZE = 8
@@ -284,7 +285,7 @@ class BagJob:
             settings = self.options.settings
             exporter = Exporter(
                 work.exports_dir, self.options.exports, settings.png_format, settings.node.viz
-            )
+            )  # the previews only: no per-frame files
             written = exporter.finish(plan.topics.cameras)
         work.finish(self.options.settings.storage, self.overwrite)
         # The exports moved into the output with it.
@@ -449,8 +450,11 @@ class BagJob:
         def flush() -> None:
             if not batch:
                 return
+            # What Pipeline.process feeds the engine: the rectified image when rectify is on.
             predictions = engine.infer_batch(
-                [e.frame.rgb for e in batch], want_depth=need_depth, want_labels=need_labels
+                [pipeline.engine_input(e.frame) for e in batch],
+                want_depth=need_depth,
+                want_labels=need_labels,
             )
             for event, prediction in zip(batch, predictions, strict=True):
                 result = pipeline.process_prediction(
@@ -486,7 +490,11 @@ class BagJob:
         node = self.options.settings.node
         labels = getattr(engine, "segmentation_model", None) is not None
         exporter = Exporter(
-            work.exports_dir, self.options.exports, self.options.settings.png_format, node.viz
+            work.exports_dir,
+            self.options.exports,
+            self.options.settings.png_format,
+            node.viz,
+            model_metadata(node.model.model, node.model.weights),
         )
         bag: OutputBag | None = None
         recorded_scales = [len(report.scales)]  # those in scales.txt already
@@ -560,14 +568,7 @@ class BagJob:
                 report.scales.append(float(result.scale))
             camera = plan.topics.cameras[event.camera]
             messages, missing = frame_outputs(
-                factory,
-                camera,
-                result,
-                event.frame.rgb,
-                event.camera_info,
-                event.header,
-                node.viz,
-                node.cloud.organized,
+                factory, camera, result, event.header, node.viz, node.cloud.organized
             )
             for topic, msg in messages:
                 bag.write(topic, event.log_ns, msg)
@@ -575,4 +576,4 @@ class BagJob:
                 what, _, reason = entry.partition(": ")
                 report.skip(what, reason)
             report.frames_out += 1
-            exporter.frame(camera, result, event.frame.rgb, event.log_ns)
+            exporter.frame(camera, result, event.log_ns)

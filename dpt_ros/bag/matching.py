@@ -59,7 +59,6 @@ class ImageEvent:
     warmup: bool
     header: Any = None
     frame: Frame | None = None
-    camera_info: Any = None
     problem: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -264,7 +263,7 @@ class Matcher:
             elif info.camera.size != (rgb.shape[1], rgb.shape[0]):
                 event.notes.append("camera_info size differs from the image")
             else:
-                camera, event.camera_info = info.camera, info.msg
+                camera = info.camera
         lidar: dict[str, Any] = {}
         if self.plan.lidar is not None and camera is not None:
             lidar = self._lidar_for(stamp, frame_id, event)
@@ -273,6 +272,7 @@ class Matcher:
             stamp_ns=stamp,
             frame_id=frame_id,
             camera=camera,
+            image_topic=camera_topics.image,  # image_rect* is rectified (image_type auto)
             **lidar,
         )
 

@@ -23,7 +23,7 @@ COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 TF_TYPES = ("tf2_msgs/msg/TFMessage", "tf/msg/tfMessage")
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+TF_TOPIC, TF_STATIC_TOPIC = topics.TF, topics.TF_STATIC
 SKIP_STEP_NS = 100_000_000  # --skip-bad: where to try again after a broken part
 MAX_BREAKS = 1000
 

@@ -19,7 +19,8 @@ import numpy as np
 from dpt_ros import topics
 from dpt_ros.bag.errors import BagOutputError
 from dpt_ros.bag.reading import TopicPlan, describe_error, quiet
-from dpt_ros.messages import image_fields, pointcloud2_fields, scaled_camera_info_fields
+from dpt_ros.geometry import CameraModel
+from dpt_ros.messages import camera_model_info_fields, image_fields, pointcloud2_fields
 from dpt_ros.pipeline import Result
 from dpt_ros.viz import depth_picture, segmentation_picture
 
@@ -150,16 +151,16 @@ class MessageFactory:
     def image(self, values: np.ndarray, encoding: str, header: Any) -> Any:
         return self._image(header=header, **image_fields(values, encoding))
 
-    def camera_info(self, msg: Any, width: int, height: int, header: Any) -> Any:
-        fields = scaled_camera_info_fields(msg, width, height)
-        binning_x = int(getattr(msg, "binning_x", 0))
-        binning_y = int(getattr(msg, "binning_y", 0))
+    def camera_info(self, camera: CameraModel, header: Any) -> Any:
+        """CameraInfo of exactly ``camera``'s grid (the pipeline's ``Result.camera``: binning,
+        ROI, rectification and resizing already applied), so binning 0 and a full-image ROI --
+        the node's ``camera_to_camera_info`` writes the same fields."""
         return self._info(
             header=header,
-            binning_x=binning_x,
-            binning_y=binning_y,
+            binning_x=0,
+            binning_y=0,
             roi=self._roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
-            **fields,
+            **camera_model_info_fields(camera),
         )
 
     def cloud(self, points: np.ndarray, colors: np.ndarray | None, organized: bool, header: Any):
@@ -175,38 +176,37 @@ def frame_outputs(
     factory: MessageFactory,
     camera: Any,
     result: Result,
-    rgb: np.ndarray,
-    camera_info: Any,
     header: Any,
     viz: Any,
     organized: bool,
 ) -> tuple[list[tuple[str, Any]], list[str]]:
     """The output messages of one frame as (topic, message), and the outputs it could not
     give, each as "<topic name>: <reason>" (counted in the summary). What the node publishes,
-    with the node's meanings (``dpt_ros.topics``)."""
+    with the node's meanings (``dpt_ros.topics``): every camera_info is ``result.camera``, the
+    exact grid of the outputs, and overlays are drawn on ``result.rgb`` (the image on that
+    grid: rectified when the input was rectified)."""
     out: list[tuple[str, Any]] = []
     missing: list[str] = []
     h = factory.header(header)
+    output_camera = result.camera
     if result.relative is not None:
         relative = np.ascontiguousarray(result.relative, dtype=np.float32)
-        height, width = relative.shape
         out.append((camera.output(topics.DEPTH_RELATIVE), factory.image(relative, "32FC1", h)))
         if result.metric is not None:
             metric = np.ascontiguousarray(result.metric, dtype=np.float32)
             out.append((camera.output(topics.DEPTH), factory.image(metric, "32FC1", h)))
         else:
             missing.append(f"{topics.DEPTH}: no metric scale")
-        if camera_info is not None:
+        if output_camera is not None:
             for name in (topics.DEPTH_INFO, topics.DEPTH_RELATIVE_INFO):
-                info = factory.camera_info(camera_info, width, height, h)
-                out.append((camera.output(name), info))
+                out.append((camera.output(name), factory.camera_info(output_camera, h)))
         else:
             missing.append(f"{topics.DEPTH_INFO}: no camera_info")
         if result.points is not None:
             cloud = factory.cloud(result.points, result.colors, organized, h)
             out.append((camera.output(topics.POINTS), cloud))
         else:
-            why = "no camera_info" if camera_info is None else "no metric scale"
+            why = "no camera_info" if output_camera is None else "no metric scale"
             missing.append(f"{topics.POINTS}: {why}")
         picture = depth_picture(
             result.metric,
@@ -219,11 +219,10 @@ def frame_outputs(
     if result.labels is not None:
         labels = np.ascontiguousarray(result.labels, dtype=np.uint8)
         out.append((camera.output(topics.SEGMENTATION), factory.image(labels, "mono8", h)))
-        colour = segmentation_picture(rgb, labels, viz.overlay_alpha)
+        colour = segmentation_picture(result.rgb, labels, viz.overlay_alpha)
         out.append((camera.output(topics.SEGMENTATION_COLOR), factory.image(colour, "rgb8", h)))
-        if camera_info is not None:
-            height, width = labels.shape
-            info = factory.camera_info(camera_info, width, height, h)
+        if output_camera is not None:
+            info = factory.camera_info(output_camera, h)
             out.append((camera.output(topics.SEGMENTATION_INFO), info))
     return out, missing
 

@@ -100,7 +100,7 @@ from dpt_ros.ros.convert import (
     stamp_to_ns,
     xyzrgb_to_pointcloud2,
 )
-from dpt_ros.ros.tf import LidarTransformSource, TransformUnavailable
+from dpt_ros.ros.tf import LidarTransformSource, TransformUnavailable, tf_message_type
 from dpt_ros.topics import (
     CAMERA_INFO,
     DEPTH,
@@ -119,6 +119,8 @@ from dpt_ros.topics import (
     SEGMENTATION,
     SEGMENTATION_COLOR,
     SEGMENTATION_INFO,
+    TF,
+    TF_STATIC,
 )
 from dpt_ros.viz import depth_picture, segmentation_picture
 
@@ -128,6 +130,7 @@ CAMERA_INFO_BUFFER = 30
 RECENT_REASONS = 5  # latest distinct problems shown in /diagnostics
 SUPERVISE_PERIOD_S = 0.5
 MAX_PUBLISHERS_TRACKED = 64  # image publishers whose sequence numbers are followed
+TF_QUEUE_DEPTH = 100  # tf2's TransformListener queue depth
 # The QoS policies users may override per topic (rclpy's qos_overrides.* parameters).
 QOS_OVERRIDES = (
     QoSPolicyKind.HISTORY,
@@ -235,7 +238,7 @@ class _Stats:
     worker_death: str = ""  # why the worker thread ended, for the supervisor
     unhealthy: str = ""  # set by a failed frame or a dead worker, cleared by a served frame
     malformed: dict[str, int] = field(
-        default_factory=lambda: {"image": 0, "camera_info": 0, "points": 0}
+        default_factory=lambda: {"image": 0, "camera_info": 0, "points": 0, "tf": 0}
     )
     published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTPUT_TOPICS, 0))
     segmentation_runs: int = 0
@@ -533,7 +536,17 @@ class DepthNode(LifecycleNode):
             )
         except ValueError as error:
             raise ConfigError(f"parameter 'lidar_transform_source': {error}") from None
-        if source.mode == "parameters" and not source.has_matrix:
+        if source.fallback is not None and tf_message_type() is None:
+            # No tf2_ros, and not even the message type to read /tf with ourselves.
+            if source.mode == "tf":
+                raise ConfigError(
+                    "parameter 'lidar_transform_source' is 'tf' but neither tf2_ros nor "
+                    "tf2_msgs can be imported (rclpy from PyPI has neither), so /tf cannot be "
+                    "read: set lidar_T_cam_lidar, or lidar_translation and lidar_rotation, "
+                    "with lidar_transform_source 'parameters'"
+                )
+            source.fallback = None
+        if source.mode == "parameters" and not source.has_matrix and source.fallback is None:
             raise ConfigError(
                 "use_lidar is true but there is no camera<-LiDAR transform: tf2_ros is not "
                 "importable (or lidar_transform_source is 'parameters') and neither "
@@ -578,6 +591,8 @@ class DepthNode(LifecycleNode):
         subscribe(CameraInfo, CAMERA_INFO, self._on_camera_info)
         if inp.use_lidar:
             subscribe(PointCloud2, LIDAR_POINTS, self._on_points)
+        if self._transforms is not None and self._transforms.fallback is not None:
+            self._subscribe_tf()
         types = dict.fromkeys(_CAMERA_INFO_TOPICS, CameraInfo) | {POINTS: PointCloud2}
         self._pubs = {
             topic: self.create_publisher(
@@ -588,6 +603,31 @@ class DepthNode(LifecycleNode):
             )
             for topic in OUTPUT_TOPICS
         }
+
+    def _subscribe_tf(self) -> None:
+        """Without tf2_ros: /tf and /tf_static into the transform source's own buffer, with
+        tf2's TransformListener QoS (/tf volatile; /tf_static transient-local and reliable, so
+        transforms latched before activation arrive). Absolute names, as tf2 uses."""
+        message = tf_message_type()
+        for topic, durability, static in (
+            (TF, DurabilityPolicy.VOLATILE, False),
+            (TF_STATIC, DurabilityPolicy.TRANSIENT_LOCAL, True),
+        ):
+            qos = QoSProfile(
+                reliability=ReliabilityPolicy.RELIABLE,
+                history=HistoryPolicy.KEEP_LAST,
+                depth=TF_QUEUE_DEPTH,
+                durability=durability,
+            )
+            self._subs.append(
+                self.create_subscription(
+                    message,
+                    topic,
+                    lambda msg, static=static: self._on_tf(msg, static),
+                    qos,
+                    callback_group=MutuallyExclusiveCallbackGroup(),
+                )
+            )
 
     def _destroy_topics(self) -> None:
         pubs, self._pubs = self._pubs, {}
@@ -678,6 +718,14 @@ class DepthNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 (no message may end the node)
             self._callback_failed("points", error)
 
+    def _on_tf(self, msg: Any, static: bool) -> None:
+        try:
+            self._transforms.add_tf_message(msg, static=static)
+        except (ValueError, AttributeError, TypeError) as error:
+            self._malformed("tf", error)  # an empty frame id, a zero quaternion, ...
+        except Exception as error:  # noqa: BLE001 (no message may end the node)
+            self._callback_failed("tf", error)
+
     # ------------------------------------------------------------------ reporting
     def _report(self, reason: str, text: str, severity: str = "warning") -> None:
         """Remember ``text`` as the latest of ``reason`` (for /diagnostics) and log it at most
@@ -765,7 +813,7 @@ class DepthNode(LifecycleNode):
             settings = update_settings(self._settings, changes)
             if self._transforms is not None and self._transforms.mode == "parameters":
                 matrix = settings.lidar_transform_from_parameters
-                if matrix is None:
+                if matrix is None and self._transforms.fallback is None:  # no /tf to fall on
                     raise ConfigError(
                         "parameters 'lidar_T_cam_lidar' / 'lidar_translation' + "
                         "'lidar_rotation': the LiDAR transform comes from them, they cannot "

@@ -1,4 +1,5 @@
-"""The camera<-LiDAR transform: from tf2 when ``tf2_ros`` imports, else from parameters.
+"""The camera<-LiDAR transform: from tf2 when ``tf2_ros`` imports, else from a ROS-free
+``TfBuffer`` fed with /tf and /tf_static (``add_tf_message``) and from parameters.
 
 ``transform_to_matrix`` and ``compose_transforms`` work on any object shaped like
 ``geometry_msgs/TransformStamped`` (rclpy messages and ``rosbags`` dataclasses alike), so a
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "TransformUnavailable",
     "compose_transforms",
     "tf2_available",
+    "tf_message_type",
     "transform_to_matrix",
 ]
 
@@ -32,6 +35,16 @@ def tf2_available() -> bool:
         return importlib.util.find_spec("tf2_ros") is not None
     except (ImportError, ValueError):
         return False
+
+
+def tf_message_type() -> type | None:
+    """``tf2_msgs.msg.TFMessage``, or None when ``tf2_msgs`` is not importable (rclpy from
+    PyPI ships no tf2_msgs): what a node needs to read /tf and /tf_static without tf2_ros."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        return None
+    return TFMessage
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
@@ -69,28 +82,30 @@ class LidarTransformSource:
 
     ``mode``: "tf" (a tf2 buffer filled by a TransformListener on ``node``), "parameters" (a
     fixed matrix, replaceable at run time with ``set_matrix``), or "auto" (tf when ``tf2_ros``
-    imports, else parameters). ``node`` is needed for tf only.
+    imports, else parameters). ``node`` is needed for tf2 only. Without ``tf2_ros``, "tf" and
+    "auto" keep a ROS-free ``TfBuffer`` (``fallback``) that the owner feeds with the /tf and
+    /tf_static messages it receives (``add_tf_message``); "auto" falls back to the matrix for
+    frames that buffer does not connect. Thread-safe: callbacks feed, a worker looks up.
     """
 
     def __init__(self, mode: str, matrix: np.ndarray | None = None, node: Any = None) -> None:
         if mode not in ("auto", "tf", "parameters"):
             raise ValueError(f"unknown transform source {mode!r}; use auto, tf or parameters")
-        # Without tf2, "auto" still honours transforms handed to ``add_tf_message`` (a ROS-free
-        # TfBuffer: /tf_static and /tf, chains, interpolation) and falls back to the matrix.
-        self.fallback = TfBuffer() if mode == "auto" and not tf2_available() else None
+        tf2 = tf2_available()
+        # Without tf2, "tf" and "auto" honour transforms handed to ``add_tf_message`` (a
+        # ROS-free TfBuffer: /tf_static and /tf, chains, interpolation); "auto" then falls back
+        # to the matrix.
+        self.fallback = TfBuffer() if mode != "parameters" and not tf2 else None
+        self._lock = threading.Lock()  # TfBuffer is not thread-safe
         if mode == "auto":
-            mode = "tf" if tf2_available() else "parameters"
+            mode = "tf" if tf2 else "parameters"
         self.mode = mode
         self._matrix: np.ndarray | None = None
         self._buffer = None
         self._listener = None
-        if mode == "tf":
-            if not tf2_available():
-                raise ValueError(
-                    "lidar_transform_source is 'tf' but tf2_ros cannot be imported (rclpy from "
-                    "PyPI has no tf2): set lidar_T_cam_lidar, or lidar_translation and "
-                    "lidar_rotation, with lidar_transform_source 'parameters'"
-                )
+        if mode == "tf" and not tf2:
+            pass  # the fallback buffer alone
+        elif mode == "tf":
             if node is None:
                 raise ValueError("a tf transform source needs the node to listen on")
             import tf2_ros
@@ -102,7 +117,11 @@ class LidarTransformSource:
 
     @property
     def describe(self) -> str:
-        return "tf2" if self.mode == "tf" else "parameters"
+        if self._buffer is not None:
+            return "tf2"
+        if self.mode == "tf":
+            return "/tf and /tf_static (no tf2)"
+        return "parameters" + (" (and /tf, /tf_static: no tf2)" if self.fallback else "")
 
     def set_matrix(self, matrix: np.ndarray | None) -> None:
         """Replace the parameter transform (None: not set)."""
@@ -115,15 +134,35 @@ class LidarTransformSource:
     def add_tf_message(self, message: Any, static: bool = False) -> None:
         """Feed a ``tf2_msgs/TFMessage`` (from /tf or /tf_static) to the no-tf2 fallback."""
         if self.fallback is not None:
-            self.fallback.add_message(message, static=static)
+            with self._lock:
+                self.fallback.add_message(message, static=static)
+
+    def _from_fallback(
+        self, camera_frame: str, lidar_frame: str, stamp_ns: int
+    ) -> np.ndarray | None:
+        """T_cam_lidar from the fallback buffer, or None when it does not connect the frames."""
+        if self.fallback is None:
+            return None
+        with self._lock:
+            if not self.fallback.connected(camera_frame, lidar_frame):
+                return None
+            return self.fallback.lookup(camera_frame, lidar_frame, stamp_ns)
 
     def lookup(
         self, camera_frame: str, lidar_frame: str, stamp_ns: int, timeout_s: float = 0.0
     ) -> np.ndarray:
         """T_cam_lidar at ``stamp_ns``; TransformUnavailable says why when there is none."""
-        if self.mode == "parameters":
-            if self.fallback is not None and self.fallback.connected(camera_frame, lidar_frame):
-                return self.fallback.lookup(camera_frame, lidar_frame, stamp_ns)
+        if self._buffer is None:
+            found = self._from_fallback(camera_frame, lidar_frame, stamp_ns)
+            if found is not None:
+                return found
+            if self.mode == "tf":
+                with self._lock:
+                    frames = self.fallback.frames
+                raise TransformUnavailable(
+                    f"no transform {lidar_frame!r} -> {camera_frame!r} in /tf and /tf_static "
+                    f"(no tf2; frames received: {frames or 'none'})"
+                )
             if self._matrix is None:
                 raise TransformUnavailable(
                     "no camera<-LiDAR transform: tf2_ros is not available and neither "
