@@ -664,6 +664,7 @@ def test_without_tf2_the_node_takes_the_lidar_transform_from_tf_static(
     context = rclpy.Context()
     rclpy.init(context=context)
     node = node_module.DepthNode(
+        "depth_node_no_tf2",  # its own name: later tests call depth_node's services
         context=context,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
