@@ -157,7 +157,9 @@ def _frame(rig: Harness) -> tuple[int, dict]:
     return stamp, rig.outputs(stamp)
 
 
-def assert_depth_per_pixel(depth: np.ndarray, rig: Harness, fit_error: float = 0.02) -> None:
+def assert_depth_per_pixel(
+    depth: np.ndarray, rig: Harness, fit_error: float = 0.02, min_known: float = 0.85
+) -> None:
     """Every pixel where the answer is known: away from depth edges (grey levels within 4 of
     each other over 7x7 pixels, the reach of the engine's bicubic resizes: 90 % of the scene
     nearer than 25 m) the stand-in's output follows the grey level, so a pixel's depth is off
@@ -169,7 +171,7 @@ def assert_depth_per_pixel(depth: np.ndarray, rig: Harness, fit_error: float = 0
     truth = rig.scene.depth
     near = np.isfinite(truth) & (truth < 25.0)
     known = smooth & near
-    assert known.sum() > 0.85 * near.sum()
+    assert known.sum() > min_known * near.sum()  # the check covers most of the scene
     error = np.abs(depth[known] - truth[known]) / truth[known]
     bound = truth[known] / (510.0 * h.NEAR_M) + fit_error
     worst = np.argmax(error - bound)
@@ -731,12 +733,11 @@ def test_without_tf2_the_node_takes_the_lidar_transform_from_tf_static(
             peer.publish("image", h.image_msg(grey, stamp, FRAME))
             depth = peer.wait_for(lambda s=stamp: peer.by_stamp(topics.DEPTH, s), 5.0)
         assert depth is not None, "no metric depth: the transform from /tf_static was not used"
-        depth = h.image_array(depth)
-        truth = scene.depth
-        near = np.isfinite(truth) & (truth < 25.0)
-        valid = near & np.isfinite(depth)
-        assert valid.sum() > 0.95 * near.sum()
-        assert np.median(np.abs(depth[valid] - truth[valid]) / truth[valid]) < 0.02
+        # per pixel, as for the node fed by parameters: the chain from TF gives the same fit
+        # (this street scene has more depth edges than the harness's: 57 % of it is smooth)
+        assert_depth_per_pixel(
+            h.image_array(depth), SimpleNamespace(grey=grey, scene=scene), min_known=0.5
+        )
     finally:
         peer.close()
         node.trigger_shutdown()
