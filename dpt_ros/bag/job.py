@@ -115,7 +115,8 @@ class BagJob:
         if out.exists() and not self.overwrite and not self.resume:
             raise BagOutputError(f"{self.output} exists; give --overwrite to replace it")
         if not out.parent.is_dir():
-            raise BagOutputError(f"{self.output}: the folder {out.parent} does not exist")
+            problem = "is not a folder" if out.parent.exists() else "does not exist"
+            raise BagOutputError(f"{self.output}: the folder {out.parent} {problem}")
 
     def plan(self) -> JobPlan:
         """Open the bag, choose topics and check the camera<-LiDAR transform (BagInputError
@@ -250,7 +251,12 @@ class BagJob:
             from dpt_ros.pipeline import Pipeline
 
             engine = self._make_engine()  # before the work folder: a model that cannot load
-            work.start(journal, self.resume)  # leaves nothing behind
+            try:
+                work.start(journal, self.resume)  # leaves nothing behind
+            except OSError as error:  # an unwritable place (read-only, /proc, no space)
+                raise BagOutputError(
+                    f"{self.output}: cannot write {work.path}: {error.strerror or error}"
+                ) from None
             pipeline = Pipeline(engine, self.options.settings.node.pipeline_config())
             segments = journal["segments"]
             begin = self.start_ns
@@ -499,17 +505,20 @@ class BagJob:
         bag: OutputBag | None = None
         recorded_scales = [len(report.scales)]  # those in scales.txt already
 
+        def open_segment() -> OutputBag:
+            return OutputBag(
+                work.segment_path(),
+                reader,
+                plan.topics,
+                self.options.settings.storage,
+                labels=labels,
+                typestore=typestore,
+            )
+
         def close(next_ns: int | None, filter_state: dict | None) -> None:
             nonlocal bag
-            if bag is None:
-                bag = OutputBag(
-                    work.segment_path(),
-                    reader,
-                    plan.topics,
-                    self.options.settings.storage,
-                    labels=labels,
-                    typestore=typestore,
-                )
+            if bag is None:  # an empty segment still gets its (empty) bag
+                bag = open_segment()
             bag.close()
             report.messages_copied += bag.counts.pop("copied", 0)
             for topic, count in bag.counts.items():
@@ -536,14 +545,7 @@ class BagJob:
                 close(item.log_ns, item.filter_state)
                 continue
             if bag is None:
-                bag = OutputBag(
-                    work.segment_path(),
-                    reader,
-                    plan.topics,
-                    self.options.settings.storage,
-                    labels=labels,
-                    typestore=typestore,
-                )
+                bag = open_segment()
             if isinstance(item, CopyEvent):
                 bag.copy(item.connection, item.log_ns, item.raw)
                 continue
