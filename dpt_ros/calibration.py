@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dpt_ros.config import yaml_problem
 from dpt_ros.geometry import CameraModel
 from dpt_ros.messages import CameraInfoConversionError, camera_info_to_camera
 
@@ -51,7 +52,9 @@ def read_camera_info_yaml(path: str | Path) -> CameraModel:
     except OSError as error:
         raise CalibrationError(f"cannot read camera info file {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise CalibrationError(f"camera info file {path} is not valid YAML: {error}") from None
+        raise CalibrationError(
+            f"camera info file {path} is not valid YAML: {yaml_problem(error)}"
+        ) from None
     if not documents or not isinstance(documents[0], Mapping):
         raise CalibrationError(f"camera info file {path} holds no mapping")
     data = documents[0]

@@ -33,6 +33,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dpt_ros.config import InputSettings
+from dpt_ros.messages import image_file_size_problem
+
 __all__ = [
     "CaptureThread",
     "CapturedFrame",
@@ -47,6 +50,7 @@ LOG = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _GLOB_CHARS = ("*", "?", "[")
+MAX_IMAGE_PIXELS = InputSettings().max_image_pixels  # the node's limit (8K UHD)
 # A live source that delivers nothing for this long has stopped (unplugged camera, dead stream).
 _LIVE_READ_FAILURES = 50
 
@@ -173,11 +177,15 @@ class _ImageFilesSource(FrameSource):
 
     def _next_image(self) -> np.ndarray | None:
         for path in self._paths:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            try:  # the header's size first: a few bytes can claim 16000x16000
+                too_large = image_file_size_problem(path, MAX_IMAGE_PIXELS)
+            except OSError as error:
+                too_large = f"cannot read it ({error.strerror or error})"
+            bgr = None if too_large else cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
                 return _to_rgb(bgr)
             self.unreadable += 1
-            LOG.warning("skipping %s: not an image OpenCV can decode", path)
+            LOG.warning("skipping %s: %s", path, too_large or "not an image OpenCV can decode")
         return None
 
     def read(self) -> np.ndarray | None:

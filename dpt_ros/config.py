@@ -786,6 +786,15 @@ def _node_matches(key: str, node_name: str) -> bool:
     return key.split("/")[-1] == node_name
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A PyYAML error on one line: the problem and where (PyYAML's own text spans several
+    lines with a quoted excerpt)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def read_parameters_file(path: str | Path, node_name: str = "depth_node") -> dict[str, Any]:
     """Flat parameter values from a YAML file.
 
@@ -798,7 +807,9 @@ def read_parameters_file(path: str | Path, node_name: str = "depth_node") -> dic
     except OSError as error:
         raise ConfigError(f"cannot read settings file {path}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"settings file {path} is not valid YAML: {error}") from None
+        raise ConfigError(
+            f"settings file {path} is not valid YAML: {yaml_problem(error)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):

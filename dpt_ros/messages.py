@@ -15,6 +15,7 @@ host byte order. Every other path copies once, inside the colour conversion.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -291,6 +292,25 @@ def _pillow_size(buf: bytes) -> tuple[int, int, str] | None:
             return int(image.size[0]), int(image.size[1]), str(image.format)
     except Exception:  # noqa: BLE001 (any parser failure means "size unknown")
         return None
+
+
+def image_file_size_problem(path: str | os.PathLike, max_pixels: int) -> str | None:
+    """Why the image file ``path`` is refused by the size its header claims, or None.
+
+    Reads the first MiB only (a JPEG's SOF may follow large EXIF/ICC segments): a few bytes can
+    claim 16000x16000, and decoding would allocate it. None also when no header tells the size
+    (the decoder then decides). OSError when the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        header = encoded_image_size(f.read(1 << 20))
+    if header is None:
+        return None
+    width, height, kind = header
+    try:
+        check_image_limits(width, height, max_pixels=max_pixels, what=f"{kind} header")
+    except ImageConversionError as error:
+        return str(error)
+    return None
 
 
 def encoded_image_size(data: Any) -> tuple[int, int, str] | None:

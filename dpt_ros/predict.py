@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpt_ros.config import InputSettings
 from dpt_ros.export import (
     PNG_FORMATS,
     ExportError,
@@ -43,11 +44,13 @@ from dpt_ros.export import (
     write_labels_png,
     write_npy,
 )
+from dpt_ros.messages import image_file_size_problem
 from dpt_ros.pipeline import flat_output_problem
 from dpt_ros.precision import PRECISION_CHOICES
 
 LOG = logging.getLogger("dpt_ros.predict")
 INPUT_MULTIPLE = 32
+MAX_IMAGE_PIXELS = InputSettings().max_image_pixels  # the node's limit (8K UHD)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -56,7 +59,9 @@ def read_rgb(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"input image not found: {path}")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot decode image {path} (not an image format OpenCV reads)")
+        known = cv2.haveImageReader(str(path))  # a known signature: the data itself is broken
+        why = "corrupt or truncated data" if known else "not an image format OpenCV reads"
+        raise ValueError(f"cannot decode image {path} ({why})")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -69,8 +74,13 @@ def input_problem(path: Path) -> str | None:
         return f"input {path} is not a file"
     if not os.access(path, os.R_OK):
         return f"input image {path} is not readable (permissions)"
+    if path.stat().st_size == 0:
+        return f"input image {path} is empty (0 bytes)"
     if not cv2.haveImageReader(str(path)):
         return f"cannot decode image {path} (not an image format OpenCV reads)"
+    too_large = image_file_size_problem(path, MAX_IMAGE_PIXELS)  # before decoding allocates it
+    if too_large:
+        return f"input image {path}: {too_large}"
     return None
 
 
@@ -247,15 +257,27 @@ def run(args: argparse.Namespace) -> int:
             f"error: none of the {len(inputs)} inputs can be read; no model loaded", file=sys.stderr
         )
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    job = _Job(args)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
+    job = _Job(args)  # before the folder: a model that cannot load leaves nothing behind
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create --out {args.out}: {error.strerror or error}") from None
     failed = dict(problems)
-    for path in todo:
+    for done, path in enumerate(todo):
         try:
             print(job.process(path, out_dir))
         except (ValueError, OSError, ExportError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed[path] = str(error)
+        except KeyboardInterrupt:  # files are written atomically: the finished ones are whole
+            print(
+                f"interrupted: {done - len(failed) + len(problems)} of {len(inputs)} images "
+                f"done; {path.name} and the rest not written",
+                file=sys.stderr,
+            )
+            return 130
     if failed:
         print(
             f"{len(inputs) - len(failed)} of {len(inputs)} images done; failed: "
@@ -274,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the model loads: nothing written yet
+        print("interrupted before any image was done", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -410,6 +411,13 @@ def _check_output_path(path: Path | None, what: str, inputs: Sequence[Path]) -> 
         raise DemoError(f"refusing to overwrite the input {path} with {what}")
     if not path.parent.is_dir():
         raise DemoError(f"{what} folder {path.parent} does not exist")
+    if path.is_dir():
+        raise DemoError(f"{what} {path} is a folder; give a file name")
+    try:  # before the model loads, not at the first frame
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise DemoError(f"cannot write {what} {path}: {error.strerror or error}") from None
 
 
 def _source_paths(text: str) -> list[Path]:

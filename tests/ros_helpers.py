@@ -31,6 +31,19 @@ REPO = Path(__file__).resolve().parents[1]
 NEAR_M = 2.0
 
 
+def jpeg_claiming(rgb: np.ndarray, width: int, height: int) -> bytes:
+    """A small real JPEG of ``rgb`` whose SOF0 header claims ``width`` x ``height``: a few KB
+    that would make a decoder allocate the claimed size."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", rgb)
+    assert ok
+    data = bytearray(encoded.tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
 # ============================================================================ stand-in models
 def encode_inverse_depth(depth: np.ndarray, near: float = NEAR_M) -> np.ndarray:
     """HxW depth (metres, inf = sky) -> HxWx3 uint8 whose grey level is 255 * near / depth."""

@@ -397,6 +397,29 @@ def test_existing_output_is_refused_and_overwrite_replaces_it(
     assert not (out / "keep").exists() and (out / "metadata.yaml").is_file()
 
 
+def test_unwritable_output_is_one_line_and_leaves_the_input(drive, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    path, _ = drive
+    before = {p: p.read_bytes() for p in path.iterdir()}
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output's folder should be")
+    args = ["--model", "tests.ros_helpers:gray_inverse_depth", "--net-size", "64", "--quiet"]
+    assert main([str(path), "--out", str(blocker / "out"), *args]) == 2
+    assert capsys.readouterr().err == (
+        f"dpt_bag: error: {blocker / 'out'}: the folder {blocker} is not a folder\n"
+    )
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anyway; /proc takes no new folders
+        read_only = Path("/proc")
+    out = read_only / f"dpt_bag_test_{os.getpid()}"
+    assert main([str(path), "--out", str(out), *args]) == 2  # was 1 with a raw OSError
+    err = capsys.readouterr().err
+    assert err.startswith(f"dpt_bag: error: {out}: cannot write {out}.partial: ")
+    assert len(err.splitlines()) == 1 and "Error:" not in err
+    assert not out.exists() and {p: p.read_bytes() for p in path.iterdir()} == before
+
+
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -579,6 +602,7 @@ def _two_camera_bag(tmp_path: Path) -> Path:
         ("output_in_input", "the output would overwrite or sit inside the input"),
         ("resume_nothing", "nothing to resume"),
         ("bad_config", "unknown parameter(s) 'no_such_parameter'"),
+        ("garbage_config", "is not valid YAML: expected <block end>, but found ':' (line 1"),
         ("bad_export", "unknown --export ['gif']"),
         ("bad_value", "parameter 'net_size'"),
     ],
@@ -609,6 +633,7 @@ def test_every_input_problem_is_one_line(
         "output_in_input": [str(path), "--out", str(path / "inside")],
         "resume_nothing": [str(path), "--out", out, "--resume"],
         "bad_config": None,
+        "garbage_config": None,
         "bad_export": [str(path), "--out", out, "--export", "png,gif"],
         "bad_value": [str(path), "--out", out, "--net-size", "sixty"],
     }[case]
@@ -619,6 +644,10 @@ def test_every_input_problem_is_one_line(
     if case == "bad_config":
         config = tmp_path / "bad.yaml"
         config.write_text("no_such_parameter: 1\n")
+        args = [str(path), "--out", out, "--config", str(config)]
+    if case == "garbage_config":  # PyYAML's own message spans four lines
+        config = tmp_path / "garbage.yaml"
+        config.write_text(": : :\n  - [\n")
         args = [str(path), "--out", out, "--config", str(config)]
     assert main(args) == 2
     err = capsys.readouterr().err

@@ -702,6 +702,20 @@ def test_sigint_and_sigterm_mid_processing_exit_0_with_one_info_line(rigs) -> No
 
 
 # ---------------------------------------------------------------------------- start-up
+def test_arguments_before_ros_args_are_refused(tmp_path: Path, capfd) -> None:  # noqa: ANN001
+    """rclpy ignores what is not inside --ros-args: a --params-file before it was dropped
+    without a word and the node ran on defaults."""
+    from dpt_ros.ros import node
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    threads: 1\n")
+    argv = ["depth_node", "--params-file", str(params), "--ros-args", "-p", "threads:=1"]
+    assert node.main(argv) == 1  # refused before rclpy.init: nothing to shut down
+    err = capfd.readouterr().err
+    assert f"cannot start: unexpected argument(s) '--params-file {params}'" in err
+    assert "after --ros-args" in err and "Traceback" not in err
+
+
 def test_start_up_faults_end_with_one_line(tmp_path: Path) -> None:
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("depth_node: [\n")

@@ -16,6 +16,7 @@ from dpt_ros.export import read_png_metadata
 from dpt_ros.model import factory
 from dpt_ros.model.dpt import DPT, DPTConfig
 from dpt_ros.predict import main
+from tests.ros_helpers import jpeg_claiming
 
 RELATIVE = "tests.ros_helpers:gray_inverse_depth"  # relative inverse depth = grey level in [0, 1]
 METRIC = "tests.test_predict_cli:grey_metres"  # metres = grey level * 100 (0 .. 100 m)
@@ -40,6 +41,21 @@ def flat_depth() -> torch.nn.Module:
     return Flat()
 
 
+def interrupting_depth() -> torch.nn.Module:
+    """Ctrl-C arriving during the second image's forward."""
+
+    class Interrupting(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Interrupting.calls += 1
+            if Interrupting.calls == 2:
+                raise KeyboardInterrupt
+            return x.mean(dim=1) + 2.0
+
+    return Interrupting()
+
+
 def write_image(path: Path, left: int = 20, right: int = 230) -> None:
     grey = np.tile(np.linspace(left, right, 96), (64, 1)).astype(np.uint8)
     cv2.imwrite(str(path), np.repeat(grey[:, :, None], 3, axis=2))
@@ -62,6 +78,61 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path: Path, capsys) -> No
     assert not (tmp_path / "o").exists()
 
 
+def test_empty_and_oversized_images_are_refused_before_decoding(tmp_path: Path, capsys) -> None:
+    """A 0-byte file, and a 2 KB JPEG whose SOF claims 16000x16000 (decoding it took 52 s and
+    9.7 GB), are refused from their first bytes, before the model loads."""
+    (tmp_path / "empty.png").write_bytes(b"")
+    write_image(tmp_path / "small.png")
+    small = cv2.imread(str(tmp_path / "small.png"))
+    (tmp_path / "huge.jpg").write_bytes(jpeg_claiming(small, 16000, 16000))
+    code = run(tmp_path / "empty.png", tmp_path / "huge.jpg", "--out", tmp_path / "o",
+               model="tests.no_such_module:nothing")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "empty.png is empty (0 bytes)" in err
+    assert "huge.jpg" in err and "16000x16000" in err and "max_image_pixels" in err
+    assert "no model loaded" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    assert run(tmp_path / "a.png", "--out", tmp_path / "a.png") == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {tmp_path / 'a.png'} is a file, not a folder\n"
+    assert (tmp_path / "a.png").read_bytes() == before
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a parent folder should be")
+    assert run(tmp_path / "a.png", "--out", blocker / "sub") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create --out") and "Traceback" not in err
+
+
+def test_a_model_that_fails_leaves_no_output_folder(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "a.png")
+    code = run(tmp_path / "a.png", "--out", tmp_path / "o", model="tests.no_such_module:nothing")
+    assert code == 2 and "no_such_module" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_says_what_was_done_and_leaves_whole_files(tmp_path: Path, capsys) -> None:
+    for name in ("a", "b", "c"):
+        write_image(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    code = run(*(tmp_path / f"{n}.png" for n in "abc"), "--out", out,
+               model="tests.test_predict_cli:interrupting_depth")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted: 1 of 3 images done; b.png and the rest not written" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_inverse_depth.npy",
+        "a_inverse_depth.png",
+        "a_inverse_depth_color.png",
+    ]
+
+
 def test_one_bad_file_does_not_stop_the_others(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "a.png")
     write_image(tmp_path / "c.png")
@@ -70,7 +141,8 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert run(tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", "--out", out) == 2
     captured = capsys.readouterr()
-    assert "b.png" in captured.err and "2 of 3 images done; failed: b.png" in captured.err
+    assert "b.png (corrupt or truncated data)" in captured.err
+    assert "2 of 3 images done; failed: b.png" in captured.err
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         f"{s}_inverse_depth{x}" for s in "ac" for x in (".npy", ".png", "_color.png")

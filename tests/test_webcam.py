@@ -17,6 +17,7 @@ from dpt_ros import display, webcam
 from dpt_ros.calibration import CalibrationError, read_camera_info_yaml
 from dpt_ros.capture import CaptureThread, FrameSource, SourceError, open_source
 from dpt_ros.config import ConfigError
+from tests.ros_helpers import jpeg_claiming
 
 REPO = Path(__file__).resolve().parents[1]
 GREY = "tests.ros_helpers:gray_inverse_depth"  # relative inverse depth = grey level
@@ -156,8 +157,10 @@ def test_folder_of_images_skips_unreadable_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     folder = tmp_path / "images"
-    write_images(folder, 5)
+    first = write_images(folder, 5)[0]
     (folder / "frame_002b.png").write_bytes(b"not a png")
+    # Refused from its header: decoding these 2 KB allocated 768 MB and took 15 s a frame.
+    (folder / "frame_003b.jpg").write_bytes(jpeg_claiming(cv2.imread(str(first)), 16000, 16000))
     stats_path = tmp_path / "stats.json"
     code, err = run_demo(
         capsys, "--source", folder, "--model", GREY, *FAST, "--no-display",
@@ -166,8 +169,9 @@ def test_folder_of_images_skips_unreadable_ones(
     assert code == 0, err
     stats = json.loads(stats_path.read_text())
     check_stats(stats)
-    assert (stats["frames"], stats["frames_unreadable"]) == (5, 1)
+    assert (stats["frames"], stats["frames_unreadable"]) == (5, 2)
     assert "frame_002b.png" in err
+    assert "skipping" in err and "frame_003b.jpg: JPEG header is 16000x16000" in err
 
 
 def test_glob_source_and_max_frames(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -267,6 +271,9 @@ def test_bad_settings_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture)
     images = write_images(folder, 1)
     code, err = run_demo(capsys, "--source", folder, "--net-size", "100")
     assert code == 2 and "parameter 'net_size': must be a multiple of 32" in err
+    (tmp_path / "garbage.yaml").write_text(": : :\n  - [\n")
+    code, err = run_demo(capsys, "--source", folder, "--config", tmp_path / "garbage.yaml")
+    assert code == 2 and len(err.splitlines()) == 1 and "is not valid YAML: expected" in err
     code, err = run_demo(capsys, "--source", folder, "-p", "viz.colour=gray")
     assert code == 2 and "unknown parameter 'viz.colour'" in err
     code, err = run_demo(capsys, "--source", images[0], "--record", images[0])
@@ -274,6 +281,13 @@ def test_bad_settings_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert cv2.imread(str(images[0])) is not None
     code, err = run_demo(capsys, "--source", folder, "--record", tmp_path / "no" / "x.mp4")
     assert code == 2 and "does not exist" in err
+    # Checked before the model loads (the model here cannot even be imported).
+    code, err = run_demo(capsys, "--source", folder, "--stats", tmp_path, "--model", "no.such:x")
+    assert (code, err) == (2, f"error: the statistics {tmp_path} is a folder; give a file name\n")
+    proc_file = Path("/proc") / "dpt_ros_webcam_test.mp4"  # /proc takes no new files, even as root
+    code, err = run_demo(capsys, "--source", folder, "--record", proc_file, "--model", "no.such:x")
+    assert code == 2 and err.startswith(f"error: cannot write the recording {proc_file}: ")
+    assert len(err.splitlines()) == 1
 
 
 def test_settings_from_config_file_and_flags(tmp_path: Path) -> None:

@@ -1198,6 +1198,21 @@ def _params_file_problem(argv: list[str]) -> str | None:
     return None
 
 
+def _stray_arguments_problem(argv: list[str]) -> str | None:
+    """Arguments outside ``--ros-args``: rclpy ignores them silently, so a ``--params-file``
+    before ``--ros-args`` would drop the user's parameters without a word."""
+    try:  # rcl parses the ROS arguments (params files too) to remove them
+        stray = rclpy.utilities.remove_ros_args(argv)[1:]
+    except Exception:  # noqa: BLE001 (a bad --ros-args: rclpy.init says why, in one line)
+        return None
+    if not stray:
+        return None
+    return (
+        f"unexpected argument(s) {' '.join(stray)!r}: the node takes ROS arguments only, after "
+        "--ros-args (--ros-args --params-file FILE -p NAME:=VALUE)"
+    )
+
+
 def _autostart(node: DepthNode) -> bool:
     """configure, then activate, as a lifecycle manager would; False when either fails."""
     for transition in (node.trigger_configure, node.trigger_activate):
@@ -1221,7 +1236,7 @@ def main(args: list[str] | None = None) -> int:
     """
     logger = rclpy.logging.get_logger(NODE_NAME)
     argv = list(sys.argv if args is None else args)
-    problem = _params_file_problem(argv)
+    problem = _params_file_problem(argv) or _stray_arguments_problem(argv)
     if problem is not None:
         logger.fatal(f"cannot start: {problem}")
         return 1
