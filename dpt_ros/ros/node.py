@@ -244,6 +244,8 @@ class _Stats:
     segmentation_runs: int = 0
     latency_sums: dict[str, float] = field(default_factory=dict)
     latency_count: int = 0
+    # the latest period's mean latencies, kept through periods without frames
+    latency: dict[str, float] = field(default_factory=dict)
     last: Result | None = None
     last_error: str = ""
     last_lidar_problem: str = ""
@@ -1089,8 +1091,10 @@ class DepthNode(LifecycleNode):
             rate_lost = (s.dropped_reader_queue - s.mark_lost) / period
             s.mark_time, s.mark_in, s.mark_out = now, s.images_in, s.processed
             s.mark_lost = s.dropped_reader_queue
-            latency = {k: v / s.latency_count for k, v in s.latency_sums.items()}
-            s.latency_sums, s.latency_count = {}, 0
+            if s.latency_count:
+                s.latency = {k: v / s.latency_count for k, v in s.latency_sums.items()}
+                s.latency_sums, s.latency_count = {}, 0
+            latency = s.latency
             counters = {
                 "images_in": s.images_in,
                 "frames_processed": s.processed,
