@@ -34,6 +34,7 @@ import pytest
 
 from tests import fleet_helpers
 from tests.fleet_helpers import PYTHON, REPO, RayHead, write_bag
+from tests.ros_helpers import GATE_ENV
 
 pytest.importorskip("ray")
 pytest.importorskip("rosbags.rosbag2")
@@ -75,14 +76,16 @@ def gray_inverse_depth_dies_once() -> Any:
 
 
 def slow_gray_inverse_depth() -> Any:
-    """Plug-in: the grey stand-in taking 0.3 s per batch, so that a run lasts long enough to be
-    interrupted while its tasks are busy."""
-    from tests.ros_helpers import gray_inverse_depth
+    """Plug-in: the grey stand-in taking 0.3 s per batch, and holding at the test's gate
+    (``ros_helpers.wait_at_gate``) when one is set, so that a run can be interrupted while its
+    tasks are busy, whatever the machine's speed."""
+    from tests.ros_helpers import gray_inverse_depth, wait_at_gate
 
     base = type(gray_inverse_depth())
 
     class Slow(base):
         def forward(self, x):
+            wait_at_gate()
             time.sleep(0.3)
             return super().forward(x)
 
@@ -302,14 +305,20 @@ def test_a_corrupt_bag_is_reported_and_the_others_finish(head, bags, tmp_path):
 def test_ctrl_c_stops_the_run_and_leaves_no_ray_process(local_ray_env, bags, tmp_path):
     out = tmp_path / "interrupted"
     args = bag_args([*bags["short"], bags["long"]], out, "--ray", "--workers", "2", model=SLOW)
+    # The gate stays closed: no bag can finish, so Ctrl-C always lands mid-run (an event, not
+    # a hope that the run outlasts a sleep).
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "closed").touch()
+    env = {**local_ray_env, GATE_ENV: str(gate)}
     proc = subprocess.Popen(
-        fleet_helpers.in_netns(args), env=local_ray_env, stdout=subprocess.PIPE,
+        fleet_helpers.in_netns(args), env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
     )  # fmt: skip
     netns = fleet_helpers.own_netns(proc)
     deadline = time.monotonic() + 300
-    # Interrupt once the tasks are busy writing (their outputs' work folders exist).
-    while not list(out.glob("*.partial")) and proc.poll() is None:
+    # Interrupt once a task is inside the model, writing its output's work folder.
+    while not (gate / "entered").exists() and proc.poll() is None:
         assert time.monotonic() < deadline, "the Ray tasks never started"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
