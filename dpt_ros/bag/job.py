@@ -21,7 +21,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,19 @@ class Boundary:
 
 
 _END = object()
+
+
+def _items(source: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    """What a stage's input queue delivers, until ``_END`` or a stop (polled, so that a stop is
+    seen even while the queue stays empty)."""
+    while not stop.is_set():
+        try:
+            item = source.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        yield item
 
 
 @dataclass(frozen=True)
@@ -469,13 +482,7 @@ class BagJob:
                 emit((event, result))
             batch.clear()
 
-        while not stop.is_set():
-            try:
-                item = source.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _END:
-                break
+        for item in _items(source, stop):
             if isinstance(item, ImageEvent) and item.frame is not None:
                 batch.append(item)
                 if len(batch) >= size:
@@ -534,13 +541,7 @@ class BagJob:
             recorded_scales[0] = len(scales)
             bag = None
 
-        while not stop.is_set():
-            try:
-                item = source.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _END:
-                break
+        for item in _items(source, stop):
             if isinstance(item, Boundary):
                 close(item.log_ns, item.filter_state)
                 continue
